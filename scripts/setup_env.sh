@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Create/update the project virtual environment (.venv) with the pinned dependencies, ROS 2 from
+# PyPI wheels included. Idempotent: a second run with unchanged requirements does nothing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VLN_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+
+# System libraries: EGL/Mesa for headless MuJoCo rendering, libusb for pyrealsense2.
+need_apt=()
+ldconfig -p | grep -q 'libEGL.so.1' || need_apt+=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
+if ((${#need_apt[@]})); then
+  echo "[setup] installing system packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtual environment $VENV"
+  "$PY" -m venv "$VENV"
+fi
+STAMP="$VENV/.requirements.sha256"
+WANT="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  echo "[setup] installing pinned dependencies (first time: about 2 minutes)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt"
+  "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
+  echo "$WANT" > "$STAMP"
+else
+  echo "[setup] virtual environment up to date ($VENV)"
+fi
+
+# The tiny random-weight JanusVLN checkpoint used by tests and the `janus` policy demo.
+if [ ! -f "$ROOT/models/tiny-janus/config.json" ]; then
+  echo "[setup] writing the tiny random-weight checkpoint to models/tiny-janus"
+  "$VENV/bin/python" -m vln_stack.models.tiny_checkpoint --out "$ROOT/models/tiny-janus" >/dev/null
+fi

@@ -1,0 +1,161 @@
+"""Velocity controller: tracks vln/goal on odometry, publishes cmd_vel, reports vln/move_done.
+
+Safety: zero twist when a move ends, when odometry is stale or non-finite, when the decision
+node's heartbeat (vln/status) is lost, or when a move times out.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from geometry_msgs.msg import PoseStamped, Twist
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.time import Time
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from ..core.controller import ControlLimits, MoveTracker
+from ..core.geometry import Pose2D, wrap_angle
+from ..core.waypoint import MoveGoal
+from ..core.actions import Action
+from ..ros.common import declare_config, run_node
+from ..ros.convert import pose2d_from_odom, pose2d_from_pose_stamped
+
+
+@dataclass
+class ControllerConfig:
+    max_linear_mps: float = 0.5
+    max_angular_rps: float = 1.0
+    max_linear_accel_mps2: float = 1.0
+    max_angular_accel_rps2: float = 2.0
+    position_tolerance_m: float = 0.01
+    yaw_tolerance_rad: float = 0.0175
+    control_rate_hz: float = 50.0
+    odom_timeout_s: float = 0.5
+    decision_timeout_s: float = 1.5   # stop when vln/status is silent this long (0 disables)
+    mode_service: str = ''            # std_srvs/Trigger to call once (Stretch navigation mode)
+
+
+class ControllerNode(Node):
+    def __init__(self) -> None:
+        super().__init__('velocity_controller')
+        self.cfg = declare_config(self, ControllerConfig)
+        c = self.cfg
+        self.limits = ControlLimits(c.max_linear_mps, c.max_angular_rps, c.max_linear_accel_mps2,
+                                    c.max_angular_accel_rps2, c.position_tolerance_m,
+                                    c.yaw_tolerance_rad)
+        self._pose: Pose2D | None = None
+        self._odom_time: Time | None = None
+        self._status_time: Time | None = None
+        self._tracker: MoveTracker | None = None
+        self._zero_pending = 0
+        self.cmd_pub = self.create_publisher(Twist, 'cmd_vel', 10)
+        self.done_pub = self.create_publisher(String, 'vln/move_done', 10)
+        self.create_subscription(Odometry, 'odom', self._on_odom, 20)
+        self.create_subscription(PoseStamped, 'vln/goal', self._on_goal, 10)
+        self.create_subscription(String, 'vln/status', self._on_status, 10)
+        self.create_subscription(String, 'vln/action', self._on_action, 10)
+        self.create_timer(1.0 / c.control_rate_hz, self._tick)
+        if c.mode_service:
+            self._switch_mode(c.mode_service)
+
+    def _switch_mode(self, name: str) -> None:
+        client = self.create_client(Trigger, name)
+        if not client.wait_for_service(timeout_sec=5.0):
+            self.get_logger().error(f'mode service {name} not available: the driver will ignore '
+                                    f'cmd_vel until it is in the right mode')
+            return
+        future = client.call_async(Trigger.Request())
+        future.add_done_callback(lambda f: self.get_logger().info(
+            f'{name}: {f.result().message if f.result() else f.exception()}'))
+
+    def _on_odom(self, msg: Odometry) -> None:
+        self._pose = pose2d_from_odom(msg)
+        self._odom_time = self.get_clock().now()
+
+    def _on_action(self, msg: String) -> None:
+        if msg.data.strip() == Action.STOP.value:
+            if self._tracker is not None:
+                self._finish('canceled', 'STOP received')
+            else:
+                self._zero_pending = 3
+                self.cmd_pub.publish(Twist())
+
+    def _on_status(self, _msg: String) -> None:
+        self._status_time = self.get_clock().now()
+
+    def _on_goal(self, msg: PoseStamped) -> None:
+        target = pose2d_from_pose_stamped(msg)
+        now = self.get_clock().now()
+        if self._pose is None or not target.is_finite():
+            self._finish('aborted', 'no odometry yet' if self._pose is None else 'goal not finite')
+            return
+        start = self._pose
+        dist = start.distance_to(target)
+        turn = wrap_angle(target.yaw - start.yaw)
+        if dist < 1e-3:
+            action = Action.STOP if abs(turn) < 1e-3 else (
+                Action.TURN_LEFT if turn > 0 else Action.TURN_RIGHT)
+            target = Pose2D(start.x, start.y, target.yaw)
+        else:
+            action = Action.MOVE_FORWARD
+            # keep the heading of the current pose for a straight move
+            start = Pose2D(start.x, start.y, math.atan2(target.y - start.y, target.x - start.x))
+        goal = MoveGoal(action=action, start=start, target=target)
+        self._tracker = MoveTracker(goal, self.limits, now.nanoseconds * 1e-9)
+        self._tick()
+
+    def _age(self, t: Time | None, now: Time) -> float:
+        return math.inf if t is None else (now - t).nanoseconds * 1e-9
+
+    def _finish(self, result: str, reason: str = '') -> None:
+        tr = self._tracker
+        report = {'result': result, 'reason': reason}
+        if tr is not None:
+            report['action'] = tr.goal.action.value
+            if self._pose is not None:
+                report['position_error_m'] = round(self._pose.distance_to(tr.goal.target), 4)
+                report['yaw_error_deg'] = round(math.degrees(
+                    wrap_angle(tr.goal.target.yaw - self._pose.yaw)), 3)
+        self._tracker = None
+        self._zero_pending = 3
+        self.cmd_pub.publish(Twist())
+        if result not in ('succeeded', 'canceled'):
+            self.get_logger().warning(f'move {result}: {reason}')
+        self.done_pub.publish(String(data=json.dumps(report)))
+
+    def _tick(self) -> None:
+        now = self.get_clock().now()
+        tr = self._tracker
+        if tr is None:
+            if self._zero_pending > 0:  # a few zero twists after a stop, then stay quiet
+                self._zero_pending -= 1
+                self.cmd_pub.publish(Twist())
+            return
+        if self._age(self._odom_time, now) > self.cfg.odom_timeout_s:
+            self._finish('aborted', 'odometry stale: stopping')
+            return
+        if self.cfg.decision_timeout_s > 0 and \
+                self._age(self._status_time, now) > self.cfg.decision_timeout_s:
+            self._finish('aborted', 'decision node heartbeat lost: stopping')
+            return
+        out = tr.step(self._pose, now.nanoseconds * 1e-9)
+        if out.done:
+            self._finish(out.result, out.reason)
+            return
+        cmd = Twist()
+        cmd.linear.x, cmd.angular.z = out.linear_x, out.angular_z
+        self.cmd_pub.publish(cmd)
+
+    def on_shutdown(self) -> None:
+        self.cmd_pub.publish(Twist())
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ControllerNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""sensor_msgs Image / CompressedImage <-> numpy RGB arrays (no cv_bridge on PyPI)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage, Image
+
+_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, '8UC3': 3, '8UC1': 1}
+
+
+def rgb_to_image_msg(rgb: np.ndarray, stamp: Time, frame_id: str) -> Image:
+    """HxWx3 uint8 RGB -> sensor_msgs/Image (rgb8)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f'expected HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}')
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding = 'rgb8'
+    msg.is_bigendian = 0
+    msg.step = msg.width * 3
+    msg.data = np.ascontiguousarray(rgb).tobytes()
+    return msg
+
+
+def image_msg_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> HxWx3 uint8 RGB.
+
+    Raises ValueError with the reason for malformed images (unknown encoding, short buffer,
+    zero size), so the caller can drop the frame and log it.
+    """
+    enc = msg.encoding
+    if enc not in _CHANNELS:
+        raise ValueError(f'unsupported image encoding {enc!r} (supported: {sorted(_CHANNELS)})')
+    ch = _CHANNELS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise ValueError(f'empty image {w}x{h}')
+    if step < w * ch:
+        raise ValueError(f'step {step} < width*channels {w * ch}')
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if buf.size < step * h:
+        raise ValueError(f'image data has {buf.size} bytes, expected {step * h} ({w}x{h} {enc})')
+    arr = buf[: step * h].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
+    if enc in ('rgb8', '8UC3'):
+        return arr.copy()
+    if enc == 'bgr8':
+        return arr[:, :, ::-1].copy()
+    if enc == 'rgba8':
+        return arr[:, :, :3].copy()
+    if enc == 'bgra8':
+        return arr[:, :, 2::-1].copy()
+    return np.repeat(arr, 3, axis=2)
+
+
+def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> HxWx3 uint8 RGB; ValueError if undecodable."""
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if buf.size == 0:
+        raise ValueError('compressed image has no data')
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f'could not decode compressed image (format {msg.format!r}, {buf.size} bytes)')
+    return bgr[:, :, ::-1].copy()
+
+
+def rgb_to_compressed_msg(rgb: np.ndarray, stamp: Time, frame_id: str, *,
+                          quality: int = 80) -> CompressedImage:
+    """HxWx3 uint8 RGB -> JPEG sensor_msgs/CompressedImage."""
+    ok, enc = cv2.imencode('.jpg', rgb[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise ValueError('JPEG encoding failed')
+    msg = CompressedImage()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.format = 'jpeg'
+    msg.data = enc.tobytes()
+    return msg
