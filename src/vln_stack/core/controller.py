@@ -70,20 +70,37 @@ class MoveTracker:
         self._w = 0.0
         self._last_t: float | None = None
 
+    def errors(self, pose: Pose2D) -> tuple[float, float]:
+        """(remaining distance along the move in m, remaining yaw in rad)."""
+        hx, hy = math.cos(self.goal.start.yaw), math.sin(self.goal.start.yaw)
+        along = (pose.x - self.goal.start.x) * hx + (pose.y - self.goal.start.y) * hy
+        remaining = self.goal.start.distance_to(self.goal.target) - along
+        return remaining, wrap_angle(self.goal.target.yaw - pose.yaw)
+
+    def within_tolerance(self, pose: Pose2D) -> bool:
+        rem, yaw_err = self.errors(pose)
+        if self.is_turn:
+            return abs(yaw_err) <= self.limits.yaw_tolerance_rad
+        return abs(rem) <= self.limits.position_tolerance_m
+
     def step(self, pose: Pose2D, now_s: float) -> ControlOutput:
+        """The next velocity command. The tracker aims at a quarter of the tolerance so that
+        moves are not systematically short; the move succeeds inside that band."""
         lim = self.limits
         if not pose.is_finite():
             return ControlOutput(0.0, 0.0, True, 'aborted', 'odometry is not finite')
         if self.is_hold:
             return ControlOutput(0.0, 0.0, True, 'succeeded', 'hold')
         if now_s - self.start_time_s > self.timeout_s:
+            if self.within_tolerance(pose):
+                return ControlOutput(0.0, 0.0, True, 'succeeded', 'within tolerance at timeout')
             return ControlOutput(0.0, 0.0, True, 'aborted',
                                  f'move not finished after {self.timeout_s:.1f} s')
         dt = 0.0 if self._last_t is None else max(0.0, now_s - self._last_t)
         self._last_t = now_s
         if self.is_turn:
             err = wrap_angle(self.goal.target.yaw - pose.yaw)
-            if abs(err) <= lim.yaw_tolerance_rad:
+            if abs(err) <= 0.25 * lim.yaw_tolerance_rad:
                 self._v = self._w = 0.0
                 return ControlOutput(0.0, 0.0, True, 'succeeded')
             mag = min(lim.max_angular_rps, math.sqrt(2.0 * lim.max_angular_accel_rps2 * abs(err)))
@@ -97,7 +114,7 @@ class MoveTracker:
         total = self.goal.start.distance_to(self.goal.target)
         along = (pose.x - self.goal.start.x) * hx + (pose.y - self.goal.start.y) * hy
         remaining = total - along
-        if abs(remaining) <= lim.position_tolerance_m:
+        if abs(remaining) <= 0.25 * lim.position_tolerance_m:
             self._v = self._w = 0.0
             return ControlOutput(0.0, 0.0, True, 'succeeded')
         mag = min(lim.max_linear_mps, math.sqrt(2.0 * lim.max_linear_accel_mps2 * abs(remaining)))

@@ -28,7 +28,8 @@ class LoopState:
     instruction: str = ''
     episode: int = 0
     step: int = 0
-    last_action: str = ''
+    last_action: str = ''             # the latest decision
+    last_executed: str = ''           # the latest move reported done
     reason: str = ''
     actions: list[str] = field(default_factory=list)
 
@@ -95,6 +96,7 @@ class DecisionLoop:
         if result != 'succeeded':
             return self.fail(f'move {result}: {reason}')
         self.s.step += 1
+        self.s.last_executed = self.s.last_action
         if self.s.step >= self.cfg.max_steps:
             self.s.state, self.s.reason = SUCCEEDED, f'max_steps ({self.cfg.max_steps}) reached'
             self.s.actions.append(Action.STOP.value)

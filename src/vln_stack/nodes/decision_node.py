@@ -167,7 +167,7 @@ class DecisionNode(Node):
         s = self.loop.s
         self.status_pub.publish(String(data=json.dumps({
             'state': s.state, 'instruction': s.instruction, 'episode': s.episode, 'step': s.step,
-            'last_action': s.last_action, 'reason': s.reason, 'policy': self.cfg.policy,
+            'last_action': s.last_action, 'last_executed': s.last_executed, 'reason': s.reason, 'policy': self.cfg.policy,
             'stamp': self._now()})))
 
     def on_shutdown(self) -> None:

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 p = mon.pose
                 d = math.dist((p.x, p.y), episode.goal)
                 traj_steps.append((p.x, p.y))
-                print(f'  step {last_step:3d}  {st.get("last_action", ""):12s} pose ({p.x:6.2f}, '
+                print(f'  step {last_step:3d}  {st.get("last_executed", "") or "(start)":12s} pose ({p.x:6.2f}, '
                       f'{p.y:6.2f}, {math.degrees(p.yaw):6.1f} deg)  to goal {d:5.2f} m  '
                       f'[{time.monotonic() - t_ep:5.1f} s]', flush=True)
                 if mon.frame is not None:
