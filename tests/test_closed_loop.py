@@ -1,0 +1,83 @@
+"""Integration: the real nodes as separate processes on an isolated ROS domain, closed loop in
+the headless simulator."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_reaches_the_goal(tmp_path):
+    """The README's main job, on a short episode: SR = 1 and the plot and frames are written."""
+    out = tmp_path / 'demo'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'vln_stack.tools.run_episode', '--episode-id',
+         'indoor_green_plant', '--out', str(out), '--timeout-s', '240'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'policy: oracle' in proc.stdout and 'step ' in proc.stdout
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['success'] == 1.0 and metrics['ne_m'] < 0.5, metrics
+    assert metrics['state'] == 'succeeded' and metrics['steps'] > 15
+    assert (out / 'trajectory.png').stat().st_size > 1000
+    assert (out / 'frames.png').stat().st_size > 1000
+
+
+def test_killing_the_decision_node_leaves_the_robot_stopped(procs, rclpy_node):
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
+    from std_msgs.msg import String
+
+    from vln_stack.ros.convert import pose2d_from_odom
+    from vln_stack.tools.graph import sim_graph
+
+    ep_file = REPO / 'config' / 'episodes' / 'farm.yaml'
+    for spec in sim_graph(episode_file=ep_file, episode_id='farm_row_barrel', robot='agri',
+                          with_encoder=False):
+        procs.start(spec)
+    state = {'odom': [], 'cmd': [], 'status': {}}
+    rclpy_node.create_subscription(
+        Odometry, 'odom', lambda m: state['odom'].append((time.monotonic(), pose2d_from_odom(m),
+                                                          m.twist.twist.linear.x)), 50)
+    rclpy_node.create_subscription(
+        Twist, 'cmd_vel', lambda m: state['cmd'].append((time.monotonic(), m.linear.x)), 50)
+    rclpy_node.create_subscription(
+        String, 'vln/status', lambda m: state['status'].update(json.loads(m.data)), 10)
+    pub = rclpy_node.create_publisher(String, 'vln/instruction', 10)
+
+    def spin_until(cond, timeout_s):
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            rclpy.spin_once(rclpy_node, timeout_sec=0.05)
+            if cond():
+                return True
+        return False
+
+    assert spin_until(lambda: state['status'] and state['odom'] and
+                      pub.get_subscription_count() > 0, 90), f'graph not up: {procs.dead()}'
+    spin_until(lambda: False, 1.0)
+    pub.publish(String(data='Drive down the lane and stop at the red barrel.'))
+    assert spin_until(lambda: state['status'].get('step', 0) >= 3, 60), state['status']
+    # Kill the decision node mid-move: wait until the base is moving, then SIGKILL.
+    assert spin_until(lambda: state['odom'][-1][2] > 0.1, 10)
+    procs.kill('decision')
+    t_kill = time.monotonic()
+    assert spin_until(lambda: abs(state['odom'][-1][2]) < 0.01
+                      and time.monotonic() - t_kill > 0.3, 5), 'base still moving'
+    t_stopped = state['odom'][-1][0] - t_kill
+    p0 = state['odom'][-1][1]
+    spin_until(lambda: False, 3.0)
+    p1 = state['odom'][-1][1]
+    assert math.dist((p0.x, p0.y), (p1.x, p1.y)) < 0.01, 'robot drifted after the kill'
+    assert all(abs(v) < 1e-9 for t, v in state['cmd'] if t > t_kill + 2.5)
+    assert t_stopped < 3.0
+    assert 'decision' in procs.dead()
+    print(f'stopped {t_stopped:.2f} s after SIGKILL of the decision node')
