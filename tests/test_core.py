@@ -149,7 +149,7 @@ def test_decision_loop_one_decision_per_move_on_fresh_frames():
     assert loop.frame_ready(12.1, 12.2)
     loop.on_decision(Action.MOVE_FORWARD, 12.3)
     assert loop.on_move_done('succeeded', '', 13.0) == [Action.STOP]   # max_steps
-    assert loop.s.state == 'succeeded' and loop.s.step == 3
+    assert loop.s.state == 'stopped' and loop.s.step == 3
     assert loop.s.actions == ['MOVE_FORWARD', 'TURN_LEFT', 'MOVE_FORWARD', 'STOP']
 
 

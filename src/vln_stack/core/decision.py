@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .actions import Action
 
 IDLE, WAITING_FRAME, DECIDING, MOVING = 'idle', 'waiting_frame', 'deciding', 'moving'
-SUCCEEDED, CANCELED, FAILED = 'succeeded', 'canceled', 'failed'
+SUCCEEDED, CANCELED, FAILED = 'stopped', 'canceled', 'failed'
 TERMINAL = (IDLE, SUCCEEDED, CANCELED, FAILED)
 
 

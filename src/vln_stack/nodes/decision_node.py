@@ -137,9 +137,10 @@ class DecisionNode(Node):
                     self.get_logger().error(f'policy failed: {type(exc).__name__}: {exc}')
                     self._publish(self.loop.fail(f'policy error: {exc}'))
                     return
+                self._publish(self.loop.on_decision(dec.action, self._now()))
                 if not dec.valid:
                     self.get_logger().warning(f'policy output {dec.raw!r} is not an action: STOP')
-                self._publish(self.loop.on_decision(dec.action, self._now()))
+                    self.loop.s.reason = f'policy output {dec.raw[:40]!r} is not an action: STOP'
                 self.get_logger().info(
                     f'step {self.loop.s.step}: {dec.action.value} ({dec.latency_ms:.0f} ms)')
                 self._publish_status()

@@ -58,7 +58,8 @@ class NodeSpec:
     def argv(self) -> list[str]:
         args = [sys.executable, '-m', self.module, '--ros-args', '-r', f'__node:={self.name}']
         if self.namespace:
-            args += ['-r', f'__ns:={self.namespace}']
+            ns = self.namespace if self.namespace.startswith('/') else '/' + self.namespace
+            args += ['-r', f'__ns:={ns}']
         for pf in self.params_files:
             args += ['--params-file', str(pf)]
         for key, val in self.params.items():

@@ -117,11 +117,14 @@ def run(args: argparse.Namespace) -> int:
         print(f'policy: janus, checkpoint {args.checkpoint}')
     print(f'episode {episode.episode_id} ({episode.world} world, robot {args.robot}): '
           f'"{instruction}"')
+    # The memory encoder runs in the graph whenever a checkpoint is at hand (with the oracle its
+    # fused tokens are published but not used); the tiny one comes from scripts/setup_env.sh.
+    checkpoint = args.checkpoint
+    if not checkpoint and (REPO_ROOT / 'models' / 'tiny-janus' / 'config.json').is_file():
+        checkpoint = str(REPO_ROOT / 'models' / 'tiny-janus')
     specs = sim_graph(episode_file=episode_file, episode_id=episode.episode_id, robot=args.robot,
-                      policy=args.policy, checkpoint_dir=args.checkpoint,
-                      real_time_factor=args.rtf,
-                      with_encoder=not args.no_encoder and (args.policy == 'janus'
-                                                            or bool(args.checkpoint)))
+                      policy=args.policy, checkpoint_dir=checkpoint, real_time_factor=args.rtf,
+                      with_encoder=not args.no_encoder and bool(checkpoint))
     import rclpy
     t_wall0 = time.monotonic()
     group = ProcessGroup(env, log_dir=out / 'logs')
@@ -164,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 if mon.frame is not None:
                     from ..ros.images import image_msg_to_rgb
                     frames.append((f'step {last_step}', image_msg_to_rgb(mon.frame)))
-            if started and st.get('state') in ('succeeded', 'failed', 'canceled'):
+            if started and st.get('state') in ('stopped', 'failed', 'canceled'):
                 break
             dead = group.dead()
             if dead:
