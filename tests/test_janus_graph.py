@@ -71,9 +71,10 @@ def test_janus_graph_encodes_every_frame_and_fails_safe(procs, rclpy_node, tiny_
     n_info, last_index = len(got['info']), got['info'][-1]['frame_index']
     rclpy_node.create_publisher(String, 'vln/instruction', 10).publish(
         String(data='go to the green plant'))
-    assert _spin_until(rclpy_node, lambda: got['status'].get('state') in ('stopped', 'failed'),
-                       60), got['status']
-    assert got['actions'] and got['actions'][-1] == 'STOP'
+    assert _spin_until(rclpy_node, lambda: got['status'].get('state') in ('stopped', 'failed')
+                       and got['actions'], 60), got['status']
+    assert got['actions'] and got['actions'][-1] == 'STOP', (
+        got['status'], (procs.log_dir / 'decision.log').read_text()[-2000:])
     if got['status']['last_action'] == 'STOP' and got['status']['step'] == 0:
         assert 'not an action' in got['status']['reason'] or got['status']['reason']
     _spin_until(rclpy_node, lambda: False, 1.0)

@@ -1,0 +1,511 @@
+"""VGGT aggregator (alternating frame / global attention over a DINOv2 patch embedding), streaming.
+
+An independent implementation of the architecture described in /work/shared/CHECKPOINTS.md §1,
+with parameter names that match the released state dict (``aggregator.*`` without the prefix), so
+the VGGT-1B / JanusVLN weights load with ``load_state_dict``. Only the aggregator is built:
+JanusVLN uses no VGGT head at inference.
+
+Shapes used below: B batch, S frames, H x W image (multiples of the patch size), h = H / patch and
+w = W / patch the patch grid, P = 1 + num_register_tokens + h * w tokens per frame, C = embed_dim.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kv_cache import FrameKVCache
+
+__all__ = [
+    'VGGT_PRESETS',
+    'VGGTConfig',
+    'VGGTAggregator',
+    'causal_frame_mask',
+    'sink_window_frame_mask',
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class VGGTConfig:
+    """Aggregator hyper-parameters; ``img_size // patch_size`` is the stored DINO pos-grid side."""
+
+    img_size: int = 518
+    patch_size: int = 14
+    embed_dim: int = 1024
+    depth: int = 24  # frame/global block pairs
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_register_tokens: int = 4
+    dino_depth: int = 24
+    dino_num_heads: int = 16
+    rope_freq: float = 100.0
+    init_values: float = 0.01  # LayerScale init of the AA blocks (random init only)
+    dino_init_values: float = 1.0  # LayerScale init of the DINO blocks (random init only)
+    init_std: float = 0.02  # std of random Linear / token init
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def patch_start_idx(self) -> int:
+        """Index of the first patch token in a frame: camera (1) + registers."""
+        return 1 + self.num_register_tokens
+
+
+VGGT_PRESETS: dict[str, VGGTConfig] = {
+    # facebook/VGGT-1B aggregator: DINOv2 ViT-L/14 + 4 registers, 24 AA pairs.
+    'vggt-1b': VGGTConfig(),
+    # CPU test size: same structure, pos grid 8x8 (always interpolated), LayerScale 1 so attention
+    # matters in tests.
+    'tiny': VGGTConfig(
+        img_size=112,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        dino_depth=1,
+        dino_num_heads=4,
+        init_values=1.0,
+    ),
+}
+
+
+def causal_frame_mask(num_frames: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Block-causal frame mask ``[S, S]`` (bool, True = may attend): frame t sees frames <= t."""
+    return torch.ones(num_frames, num_frames, dtype=torch.bool, device=device).tril()
+
+
+def sink_window_frame_mask(
+    num_frames: int,
+    initial_frames: int,
+    window_frames: int,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Frame mask ``[S, S]`` equal to streaming with a `FrameKVCache(initial, window)`.
+
+    Frame t attends to itself and the frames held in the cache before it was appended:
+    ``j <= t and (j < initial_frames or j >= t - window_frames)``.
+    """
+    t = torch.arange(num_frames, device=device)[:, None]
+    j = torch.arange(num_frames, device=device)[None, :]
+    return (j <= t) & ((j < initial_frames) | (j >= t - window_frames))
+
+
+class RoPE2D(nn.Module):
+    """2D rotary embedding: first half of head_dim rotated by the row, second half by the column.
+
+    Each half (d = head_dim / 2) uses inv_freq_i = base^(-2i/d), i < d/2, with the rotate-half
+    pairing (j <-> j + d/2) and cos/sin tiled twice.
+    """
+
+    def __init__(self, base: float = 100.0) -> None:
+        super().__init__()
+        self.base = base
+
+    def _cos_sin(
+        self, pos: torch.Tensor, dim: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin ``[N, head_dim]`` for positions ``pos [N, 2]`` (row, col), computed in fp32."""
+        half = dim // 2
+        inv_freq = 1.0 / (
+            self.base ** (torch.arange(0, half, 2, device=pos.device, dtype=torch.float32) / half)
+        )
+        parts_cos, parts_sin = [], []
+        for axis in (0, 1):
+            ang = pos[:, axis].to(torch.float32)[:, None] * inv_freq[None, :]
+            ang = torch.cat((ang, ang), dim=-1)
+            parts_cos.append(ang.cos())
+            parts_sin.append(ang.sin())
+        return torch.cat(parts_cos, dim=-1).to(dtype), torch.cat(parts_sin, dim=-1).to(dtype)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x [..., N, head_dim]`` by ``pos [N, 2]`` (long, row/col)."""
+        d = x.shape[-1]
+        cos, sin = self._cos_sin(pos, d, x.dtype)
+        x4 = x.unflatten(-1, (2, 2, d // 4))  # (axis, half, d/4)
+        rotated = torch.stack((-x4[..., 1, :], x4[..., 0, :]), dim=-2).flatten(
+            -3
+        )  # rotate-half per axis
+        return x * cos + rotated * sin
+
+
+class LayerScale(nn.Module):
+    """Per-channel multiplier ``gamma [C]``."""
+
+    def __init__(self, dim: int, init_values: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU (exact) -> fc2."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with fused qkv, optional per-head q/k LayerNorm and 2D RoPE."""
+
+    def __init__(self, dim: int, num_heads: int, *, qk_norm: bool, rope: RoPE2D | None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+        self.rope = rope
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x [B, N, C]`` -> raw q, k, v, each ``[B, heads, N, head_dim]``."""
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def _qk(self, t: torch.Tensor, norm: nn.Module, pos: torch.Tensor | None) -> torch.Tensor:
+        t = norm(t)
+        if self.rope is not None and pos is not None:
+            t = self.rope(t, pos)
+        return t
+
+    def _out(self, o: torch.Tensor) -> torch.Tensor:
+        b, _, n, _ = o.shape
+        return self.proj(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x [B, N, C]``, ``pos [N, 2]``, ``attn_mask [N, N]`` (True: attend) -> ``[B, N, C]``"""
+        q, k, v = self._split(x)
+        q = self._qk(q, self.q_norm, pos)
+        k = self._qk(k, self.k_norm, pos)
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
+
+    def forward_cached(
+        self, x: torch.Tensor, pos: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One new frame attending to the cached frames and itself.
+
+        Args:
+            x: ``[B, P, C]`` tokens of the new frame; pos: ``[P, 2]`` (shared by every frame).
+            past: cached raw ``(k, v)``, each ``[B, heads, F, P, head_dim]`` (k before k_norm and
+                RoPE; frames in any order), or None.
+        Returns:
+            ``(out [B, P, C], k_raw [B, heads, 1, P, head_dim], v [B, heads, 1, P, head_dim])``.
+        """
+        q, k, v = self._split(x)
+        q = self._qk(q, self.q_norm, pos)
+        k_new, v_new = k.unsqueeze(2), v.unsqueeze(2)
+        if past is not None:
+            k_all = torch.cat((past[0], k_new), dim=2)
+            v_all = torch.cat((past[1], v_new), dim=2)
+        else:
+            k_all, v_all = k_new, v_new
+        b, h, f, p, d = k_all.shape
+        k_all = self._qk(k_all, self.k_norm, pos)  # norm + RoPE re-applied to cached keys
+        o = F.scaled_dot_product_attention(
+            q, k_all.reshape(b, h, f * p, d), v_all.reshape(b, h, f * p, d)
+        )
+        return self._out(o), k_new, v_new
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + ls1(attn(norm1(x)))`` then ``x + ls2(mlp(norm2(x)))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        *,
+        init_values: float,
+        eps: float,
+        qk_norm: bool,
+        rope: RoPE2D | None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm, rope=rope)
+        self.ls1 = LayerScale(dim, init_values)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, init_values)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), pos, attn_mask))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+    def forward_cached(
+        self, x: torch.Tensor, pos: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """See `Attention.forward_cached`; returns ``(x_out [B, P, C], k_raw, v)``."""
+        a, k_raw, v = self.attn.forward_cached(self.norm1(x), pos, past)
+        x = x + self.ls1(a)
+        return x + self.ls2(self.mlp(self.norm2(x))), k_raw, v
+
+
+class _ConvPatch(nn.Module):
+    """Non-overlapping patch projection ``[N, 3, H, W] -> [N, h*w, C]`` (row-major)."""
+
+    def __init__(self, patch: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class DinoPatchEmbed(nn.Module):
+    """DINOv2 ViT with registers, VGGT's patch embedding (only patch tokens leave it)."""
+
+    def __init__(self, cfg: VGGTConfig) -> None:
+        super().__init__()
+        c = cfg.embed_dim
+        grid = cfg.img_size // cfg.patch_size
+        self.patch_size = cfg.patch_size
+        self.num_register_tokens = cfg.num_register_tokens
+        self.patch_embed = _ConvPatch(cfg.patch_size, c)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, c))
+        self.register_tokens = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, c))
+        self.mask_token = nn.Parameter(torch.zeros(1, c))  # unused at inference; in the checkpoint
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    c,
+                    cfg.dino_num_heads,
+                    cfg.mlp_ratio,
+                    init_values=cfg.dino_init_values,
+                    eps=1e-6,
+                    qk_norm=False,
+                    rope=None,
+                )
+                for _ in range(cfg.dino_depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+
+    def interpolate_pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """Positional embedding ``[1, 1 + h*w, C]``: stored grid resized bicubic (antialias)."""
+        n = self.pos_embed.shape[1] - 1
+        side = int(round(math.sqrt(n)))
+        if (h, w) == (side, side):
+            return self.pos_embed
+        c = self.pos_embed.shape[-1]
+        grid = self.pos_embed[:, 1:].float().reshape(1, side, side, c).permute(0, 3, 1, 2)
+        grid = F.interpolate(
+            grid, size=(h, w), mode='bicubic', antialias=True, align_corners=False
+        )
+        grid = grid.permute(0, 2, 3, 1).reshape(1, h * w, c)
+        return torch.cat((self.pos_embed[:, :1].float(), grid), dim=1).to(self.pos_embed.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [N, 3, H, W]`` (ImageNet-normalised) -> normalised patch tokens ``[N, h*w, C]``."""
+        n, _, hh, ww = x.shape
+        h, w = hh // self.patch_size, ww // self.patch_size
+        tok = self.patch_embed(x)
+        tok = torch.cat((self.cls_token.expand(n, -1, -1), tok), dim=1)
+        tok = tok + self.interpolate_pos_embed(h, w)
+        tok = torch.cat((tok[:, :1], self.register_tokens.expand(n, -1, -1), tok[:, 1:]), dim=1)
+        for blk in self.blocks:
+            tok = blk(tok)
+        return self.norm(tok)[:, 1 + self.num_register_tokens :]
+
+
+class VGGTAggregator(nn.Module):
+    """VGGT aggregator with block-causal global attention (StreamVGGT / JanusVLN variant).
+
+    Inputs are RGB in [0, 1]; ImageNet normalisation happens inside. Output layer i is
+    ``frame_blocks[i] output ‖ global_blocks[i] output`` on the channel dim (2C channels).
+    """
+
+    def __init__(self, cfg: VGGTConfig = VGGT_PRESETS['vggt-1b']) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, r = cfg.embed_dim, cfg.num_register_tokens
+        self.patch_embed = DinoPatchEmbed(cfg)
+        rope = RoPE2D(cfg.rope_freq)
+        self.rope = rope
+        block_args = dict(init_values=cfg.init_values, eps=1e-5, qk_norm=True, rope=rope)
+        self.frame_blocks = nn.ModuleList(
+            [Block(c, cfg.num_heads, cfg.mlp_ratio, **block_args) for _ in range(cfg.depth)]
+        )
+        self.global_blocks = nn.ModuleList(
+            [Block(c, cfg.num_heads, cfg.mlp_ratio, **block_args) for _ in range(cfg.depth)]
+        )
+        # index 0: first frame of a sequence, index 1: every other frame
+        self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, c))
+        self.register_token = nn.Parameter(torch.zeros(1, 2, r, c))
+        self.register_buffer(
+            '_resnet_mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            '_resnet_std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False
+        )
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def depth(self) -> int:
+        return self.cfg.depth
+
+    @property
+    def patch_start_idx(self) -> int:
+        return self.cfg.patch_start_idx
+
+    def init_random(self, seed: int = 0) -> VGGTAggregator:
+        """Deterministic random init (tiny preset, tests): weights and tokens ~ N(0, init_std)."""
+        gen = torch.Generator().manual_seed(seed)
+        std = self.cfg.init_std
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.endswith('gamma'):
+                    continue
+                if name.endswith('bias') or (p.dim() == 1 and 'norm' in name):
+                    p.copy_(torch.ones_like(p) if name.endswith('weight') else torch.zeros_like(p))
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+        return self
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def positions(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """RoPE positions ``[P, 2]`` (row, col): specials at (0, 0), patch (r, c) at (r+1, c+1)."""
+        key = (h, w, str(device))
+        pos = self._pos_cache.get(key)
+        if pos is None:
+            rr, cc = torch.meshgrid(
+                torch.arange(h, device=device), torch.arange(w, device=device), indexing='ij'
+            )
+            patch = torch.stack((rr.reshape(-1), cc.reshape(-1)), dim=-1) + 1
+            special = torch.zeros(self.patch_start_idx, 2, dtype=patch.dtype, device=device)
+            pos = torch.cat((special, patch), dim=0)
+            self._pos_cache[key] = pos
+        return pos
+
+    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """``images [N, 3, H, W]`` in [0, 1] -> patch tokens ``[N, h*w, C]``, h, w."""
+        _, _, hh, ww = images.shape
+        p = self.cfg.patch_size
+        if hh % p or ww % p:
+            raise ValueError(f'image size {hh}x{ww} is not a multiple of the patch size {p}')
+        x = (images - self._resnet_mean.to(images.dtype)) / self._resnet_std.to(images.dtype)
+        return self.patch_embed(x.to(self.camera_token.dtype)), hh // p, ww // p
+
+    def _special(self, index: int, n: int) -> torch.Tensor:
+        """Camera + register tokens ``[n, 1 + R, C]`` of variant ``index`` (0 first, 1 others)."""
+        return torch.cat(
+            (self.camera_token[:, index], self.register_token[:, index]), dim=1
+        ).expand(n, -1, -1)
+
+    # ---- batch (non-cached) ---------------------------------------------------------------------
+    def forward(
+        self, images: torch.Tensor, *, frame_mask: torch.Tensor | None = None, causal: bool = True
+    ) -> list[torch.Tensor]:
+        """Non-cached run over a whole sequence.
+
+        Args:
+            images: ``[B, S, 3, H, W]`` RGB in [0, 1].
+            frame_mask: optional ``[S, S]`` bool (True = frame t may attend to frame j) for the
+                global blocks; overrides ``causal``.
+            causal: block-causal frames (JanusVLN / StreamVGGT) if True, bidirectional (upstream
+                VGGT) if False.
+        Returns:
+            ``depth`` tensors ``[B, S, P, 2C]``.
+        """
+        b, s = images.shape[:2]
+        patches, h, w = self._embed(images.flatten(0, 1))
+        special = torch.cat(
+            (
+                self._special(0, b).unsqueeze(1),
+                self._special(1, b).unsqueeze(1).expand(-1, s - 1, -1, -1),
+            ),
+            dim=1,
+        ).flatten(0, 1)
+        x = torch.cat((special, patches), dim=1)  # [B*S, P, C]
+        n_tok, c = x.shape[1], x.shape[2]
+        pos = self.positions(h, w, x.device)
+        if frame_mask is None and causal:
+            frame_mask = causal_frame_mask(s, x.device)
+        tok_mask = None
+        if frame_mask is not None:
+            tok_mask = (
+                frame_mask.to(x.device).repeat_interleave(n_tok, 0).repeat_interleave(n_tok, 1)
+            )
+        pos_global = pos.repeat(s, 1)
+        outputs = []
+        for fblk, gblk in zip(self.frame_blocks, self.global_blocks, strict=True):
+            x = fblk(x, pos)
+            frame_out = x.view(b, s, n_tok, c)
+            x = gblk(x.reshape(b, s * n_tok, c), pos_global, tok_mask)
+            outputs.append(torch.cat((frame_out, x.view(b, s, n_tok, c)), dim=-1))
+            x = x.reshape(b * s, n_tok, c)
+        return outputs
+
+    # ---- streaming -----------------------------------------------------------------------------
+    def forward_frame(
+        self, image: torch.Tensor, cache: FrameKVCache, *, layers: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        """Process ONE new frame against the cached global-attention memory, then store its K/V.
+
+        Args:
+            image: ``[B, 3, H, W]`` RGB in [0, 1]; H, W constant within an episode.
+            cache: `FrameKVCache` with ``num_layers == depth``; the global blocks' raw K (before
+                k_norm and RoPE) and V are appended per layer after attending (so the new frame
+                sees every cached frame plus itself; eviction happens on append).
+            layers: which layer outputs to return (default all). Blocks after ``max(layers)`` are
+                skipped and their cache entries are not written, so use the same ``layers`` for a
+                whole episode.
+        Returns:
+            one ``[B, P, 2C]`` tensor per requested layer (frame ‖ global channels).
+        """
+        if cache.num_layers != self.depth:
+            raise ValueError(
+                f'cache has {cache.num_layers} layers, aggregator depth is {self.depth}'
+            )
+        wanted = (
+            list(range(self.depth)) if layers is None else [int(i) % self.depth for i in layers]
+        )
+        last = max(wanted)
+        b = image.shape[0]
+        patches, h, w = self._embed(image)
+        variant = 0 if cache.frames_seen == 0 else 1
+        x = torch.cat((self._special(variant, b), patches), dim=1)  # [B, P, C]
+        pos = self.positions(h, w, x.device)
+        outputs: dict[int, torch.Tensor] = {}
+        for i in range(last + 1):
+            x = self.frame_blocks[i](x, pos)
+            frame_out = x
+            x, k_raw, v = self.global_blocks[i].forward_cached(x, pos, cache.get(i, ordered=False))
+            cache.append(i, k_raw, v)
+            if i in wanted:
+                outputs[i] = torch.cat((frame_out, x), dim=-1)
+        return [outputs[i] for i in wanted]
+
+    def new_cache(self, *, initial_frames: int = 8, window_frames: int = 48) -> FrameKVCache:
+        """An empty `FrameKVCache` for this aggregator (released: 8 sink + 48 recent frames)."""
+        return FrameKVCache(self.depth, initial_frames=initial_frames, window_frames=window_frames)
