@@ -35,6 +35,7 @@ class DecisionConfig:
     frame_timeout_s: float = 5.0
     max_frame_age_s: float = 1.0
     status_rate_hz: float = 4.0
+    torch_threads: int = 1            # janus on CPU: torch threads (0 = torch's default)
 
 
 class DecisionNode(Node):
@@ -43,6 +44,9 @@ class DecisionNode(Node):
         self.cfg = c = declare_config(self, DecisionConfig)
         self.loop = DecisionLoop(LoopConfig(c.max_steps, c.move_timeout_s, c.frame_timeout_s,
                                             c.max_frame_age_s))
+        if c.policy == 'janus' and c.torch_threads > 0:
+            import torch
+            torch.set_num_threads(c.torch_threads)
         self.backend = make_backend(c.policy, episode_file=c.episode_file,
                                     episode_id=c.episode_id, checkpoint_dir=c.checkpoint_dir,
                                     device=c.device, spec=MoveSpec(c.forward_m, c.turn_deg))

@@ -33,6 +33,7 @@ class EncoderConfig:
     initial_frames: int = 0           # > 0 overrides the checkpoint's sink-frame count
     window_frames: int = 0            # > 0 overrides the checkpoint's sliding window
     autostart: bool = True            # configure + activate on start-up
+    torch_threads: int = 1            # CPU threads for torch (0 = torch's default)
 
 
 def tokens_to_msg(tokens, header) -> Image:
@@ -78,7 +79,11 @@ class EncoderNode(LifecycleNode):
 
     # --- lifecycle --------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        import torch
+
         from ..models.dual_encoder import DualMemoryEncoder
+        if self.cfg.torch_threads > 0:
+            torch.set_num_threads(self.cfg.torch_threads)
         try:
             t0 = time.monotonic()
             enc = DualMemoryEncoder.from_folder(self.cfg.checkpoint_dir, device=self.cfg.device)
