@@ -25,9 +25,10 @@ STAMP="$VENV/.requirements.sha256"
 WANT="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[setup] installing pinned dependencies (first time: about 2 minutes)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt"
-  "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
+  quiet() { grep -v 'is ignored: it is neither a file nor a directory' >&2 || true; }
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2> >(quiet)
+  "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" 2> >(quiet)
+  "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" 2> >(quiet)
   echo "$WANT" > "$STAMP"
 else
   echo "[setup] virtual environment up to date ($VENV)"
@@ -36,5 +37,6 @@ fi
 # The tiny random-weight JanusVLN checkpoint used by tests and the `janus` policy demo.
 if [ ! -f "$ROOT/models/tiny-janus/config.json" ]; then
   echo "[setup] writing the tiny random-weight checkpoint to models/tiny-janus"
-  "$VENV/bin/python" -m vln_stack.models.tiny_checkpoint --out "$ROOT/models/tiny-janus" >/dev/null
+  TQDM_DISABLE=1 "$VENV/bin/python" -m vln_stack.models.tiny_checkpoint \
+    --out "$ROOT/models/tiny-janus" >/dev/null
 fi
