@@ -220,3 +220,20 @@ def test_core_never_imports_rclpy():
                                         'PATH': '/usr/bin:/bin'}, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 'False'
+
+
+def test_bounded_history_keeps_sinks_and_window():
+    import torch
+
+    from vln_stack.core.policies import BoundedHistory
+    hist = BoundedHistory(initial_frames=2, window_frames=3)
+    for i in range(50):
+        hist.append(torch.full((4, 8), float(i)))
+        assert len(hist) == min(i + 1, 5)
+    kept = [int(t[0, 0]) for t in hist.frames()]
+    assert kept == [0, 1, 47, 48, 49]
+    assert hist.frames()[0].dtype == torch.float32 and hist.frames_seen == 50
+    hist.clear()
+    assert len(hist) == 0
+    with pytest.raises(ValueError):
+        BoundedHistory(0, 3)

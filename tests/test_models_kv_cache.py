@@ -60,7 +60,8 @@ def test_released_bounds_56_frames_and_memory_stops_growing():
     assert cache.num_frames == 56
     assert _held(cache, 2) == list(range(8)) + list(range(130 - 48, 130))
     assert len(set(sizes)) == 1  # buffers preallocated once; never grow
-    assert sizes[-1] == 3 * 2 * 56 * _frame(0).numel() * 4
+    # 56 held frames + 1 staging slot (the frame being attended, see FrameKVCache.stage)
+    assert sizes[-1] == 3 * 2 * (56 + 1) * _frame(0).numel() * 4
 
 
 def test_reset_and_shape_checks():
@@ -79,3 +80,25 @@ def test_reset_and_shape_checks():
         )  # two frames at once
     with pytest.raises(ValueError):
         FrameKVCache(1, initial_frames=2, window_frames=0)
+
+
+def test_stage_then_commit_shows_held_frames_plus_new_one_in_place():
+    cache = FrameKVCache(1, initial_frames=2, window_frames=3)
+    for i in range(8):
+        held_before = _held(cache) if i else []
+        ptr = cache.get(0, ordered=False)[0].data_ptr() if i else None
+        k, v = cache.stage(0, _frame(i), _frame(i))
+        # what frame i attends to: every held frame (evictee included) plus itself, no copy
+        assert sorted(int(x) for x in k[0, 0, :, 0, 0]) == sorted(held_before + [i])
+        assert torch.equal(k, v) and k.shape[2] == min(i, 5) + 1
+        assert ptr is None or k.data_ptr() == ptr
+        assert _held(cache) == held_before and cache.frames_seen == i  # not committed yet
+        cache.commit(0)
+    assert _held(cache) == [0, 1, 5, 6, 7] and cache.frame_ids() == [0, 1, 5, 6, 7]
+    # re-staging replaces the staged frame; commit needs a staged frame
+    cache.stage(0, _frame(20), _frame(20))
+    cache.stage(0, _frame(21), _frame(21))
+    cache.commit(0)
+    assert _held(cache) == [0, 1, 6, 7, 21]
+    with pytest.raises(RuntimeError, match='without a staged frame'):
+        cache.commit(0)

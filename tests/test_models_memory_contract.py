@@ -106,8 +106,8 @@ def test_memory_bounds_over_1000_frames():
                 assert torch.equal(k[:, :, :initial], sinks[i][0]), f'sink K changed, step {t}'
                 assert torch.equal(v[:, :, :initial], sinks[i][1]), f'sink V changed, step {t}'
     assert cache.frames_seen == total
-    # 2 layers x (K, V) x 5 frames x [1, 4 heads, 6 tokens, 16]
-    assert nbytes == agg.depth * 2 * (initial + window) * 4 * 6 * 16 * 4
+    # 2 layers x (K, V) x (5 frames + 1 staging slot) x [1, 4 heads, 6 tokens, 16]
+    assert nbytes == agg.depth * 2 * (initial + window + 1) * 4 * 6 * 16 * 4
 
 
 # ---- released checkpoint layout ----------------------------------------------------------------

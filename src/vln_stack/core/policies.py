@@ -62,25 +62,66 @@ class OracleBackend(PolicyBackend):
         return Decision(self.policy.decide(obs.pose), 'oracle')
 
 
+class BoundedHistory:
+    """Past frames' fused tokens kept as sinks + a sliding window, like the encoder memory.
+
+    The released JanusVLN protocol samples 8 history images evenly over *every* past frame, so
+    its history grows with the episode. Here the first ``initial_frames`` and the last
+    ``window_frames`` frames are kept (fp16), and the 8 samples are drawn from those: memory stops
+    growing at ``initial_frames + window_frames`` frames, and below that bound the prompt is
+    exactly the released one.
+    """
+
+    def __init__(self, initial_frames: int = 8, window_frames: int = 48) -> None:
+        if initial_frames < 1 or window_frames < 1:
+            raise ValueError('initial_frames and window_frames must be >= 1')
+        self.initial_frames = initial_frames
+        self.window_frames = window_frames
+        self._sinks: list[Any] = []
+        self._window: list[Any] = []
+        self.frames_seen = 0
+
+    def append(self, tokens: Any) -> None:
+        item = tokens.half() if hasattr(tokens, 'half') else tokens
+        if len(self._sinks) < self.initial_frames:
+            self._sinks.append(item)
+        else:
+            self._window.append(item)
+            if len(self._window) > self.window_frames:
+                self._window.pop(0)
+        self.frames_seen += 1
+
+    def frames(self) -> list[Any]:
+        """The kept frames, oldest first, as float32."""
+        return [t.float() if hasattr(t, 'float') else t for t in self._sinks + self._window]
+
+    def __len__(self) -> int:
+        return len(self._sinks) + len(self._window)
+
+    def clear(self) -> None:
+        self._sinks, self._window, self.frames_seen = [], [], 0
+
+
 class JanusBackend(PolicyBackend):
     needs_tokens = True
 
-    def __init__(self, checkpoint_dir: str, device: str = 'cpu', **_: Any) -> None:
+    def __init__(self, checkpoint_dir: str, device: str = 'cpu', *, history_initial: int = 8,
+                 history_window: int = 48, **_: Any) -> None:
         from ..models.llm_policy import JanusPolicy
         if not checkpoint_dir:
             raise ValueError('policy "janus" needs checkpoint_dir (a local JanusVLN checkpoint '
                              'folder, e.g. models/tiny-janus made by '
                              '`python -m vln_stack.models.tiny_checkpoint --out models/tiny-janus`)')
         self.policy = JanusPolicy.from_folder(checkpoint_dir, device=device)
-        self.history: list[Any] = []
+        self.history = BoundedHistory(history_initial, history_window)
 
     def reset(self, instruction: str) -> None:
-        self.history = []
+        self.history.clear()
 
     def decide(self, obs: Observation) -> Decision:
         if obs.tokens is None:
             return Decision(Action.STOP, 'no fused tokens', valid=False)
-        out = self.policy.decide(obs.instruction, list(self.history), obs.tokens)
+        out = self.policy.decide(obs.instruction, self.history.frames(), obs.tokens)
         self.history.append(obs.tokens)
         return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms)
 

@@ -3,11 +3,20 @@
 StreamVGGT / JanusVLN keep the global-attention keys and values of every frame seen so far and,
 in evaluation, trim them to the first 8 frames (attention sinks) plus the most recent 48 frames.
 `FrameKVCache` stores exactly that, but in preallocated buffers, so its memory never grows past
-``initial_frames + window_frames`` frames per layer:
+``initial_frames + window_frames + 1`` frames per layer:
 
 * slots ``[0, initial_frames)`` hold the first frames ever appended (never evicted);
 * slots ``[initial_frames, capacity)`` are a ring buffer over the most recent frames; when the
-  cache is full, appending overwrites the oldest non-sink frame.
+  cache is full, appending overwrites the oldest non-sink frame;
+* slot ``capacity`` is a staging slot (see `stage`): the frame being processed is written to the
+  first free slot, which is ``count`` while not full and the staging slot once full, so the held
+  frames plus the new frame are always the contiguous slots ``[0, count]`` and attention reads
+  them in place (no concatenation, no reordering). At `commit` a staged frame either stays where
+  it is (not full) or is copied over the evicted frame (one frame copy per layer and step).
+
+What is stored is up to the caller: `VGGTAggregator` stores keys AFTER k_norm and RoPE (the
+released StreamVGGT / JanusVLN code stores them before and re-applies both every step; see
+`vln_stack.models.vggt.Attention.forward_cached` for why the two are equivalent) and raw values.
 
 Tensor layout (as in the released code): ``[B, heads, frames, tokens_per_frame, head_dim]``.
 """
@@ -22,12 +31,13 @@ __all__ = ['FrameKVCache']
 class _LayerStore:
     """Buffers and bookkeeping of one layer."""
 
-    __slots__ = ('k', 'v', 'count', 'head', 'frame_ids')
+    __slots__ = ('k', 'v', 'count', 'head', 'frame_ids', 'staged')
 
     def __init__(self) -> None:
-        self.k: torch.Tensor | None = None  # [B, H, capacity, P, D]
+        self.k: torch.Tensor | None = None  # [B, H, capacity + 1, P, D]; last slot: staging
         self.v: torch.Tensor | None = None
         self.count = 0  # frames held
+        self.staged = False  # a frame sits in slot `count` awaiting `commit`
         self.head = 0  # oldest window slot (relative to the window) once the window is full
         self.frame_ids: list[int] = []  # absolute frame index held by each slot
 
@@ -74,7 +84,10 @@ class FrameKVCache:
 
     @property
     def nbytes(self) -> int:
-        """Bytes allocated by all K/V buffers (fixed once every layer holds its first frame)."""
+        """Bytes allocated by all K/V buffers (fixed once every layer holds its first frame).
+
+        Each layer's buffers hold ``capacity + 1`` frames: the held frames plus the staging slot.
+        """
         total = 0
         for store in self._layers:
             if store.k is not None:
@@ -92,11 +105,31 @@ class FrameKVCache:
         return [store.frame_ids[i] for i in self._order(store)]
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store one frame's keys/values for ``layer``.
+        """Store one frame's keys/values for ``layer`` (`stage` then `commit`).
 
         Args:
             k, v: ``[B, heads, 1, P, head_dim]`` (frame on dim 2); later frames must keep B,
                 heads, P, head_dim, dtype and device.
+        """
+        self.stage(layer, k, v)
+        self.commit(layer)
+
+    def stage(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write a new frame next to the held ones, without evicting anything yet.
+
+        The frame goes to slot ``count`` (a free slot, or the staging slot when full). Staging
+        again before `commit` replaces the staged frame. `get`, `num_frames` and `frame_ids` do
+        not see a staged frame until `commit`.
+
+        Args:
+            k, v: as in `append`.
+        Returns:
+            ``(k, v)`` views ``[B, heads, count + 1, P, head_dim]`` of the held frames (storage
+            order, see ``get(ordered=False)``) followed by the staged frame: what a new frame
+            attends to in the released semantics (every cached frame plus itself). Valid until
+            the next `commit`/`append`/`reset` of this layer.
         """
         if k.dim() != 5 or k.shape[2] != 1 or k.shape != v.shape:
             raise ValueError(
@@ -105,25 +138,37 @@ class FrameKVCache:
         store = self._layers[layer]
         if store.k is None:
             b, h, _, p, d = k.shape
-            store.k = k.new_empty((b, h, self.capacity, p, d))
-            store.v = v.new_empty((b, h, self.capacity, p, d))
+            store.k = k.new_empty((b, h, self.capacity + 1, p, d))
+            store.v = v.new_empty((b, h, self.capacity + 1, p, d))
         elif store.k.shape[:2] != k.shape[:2] or store.k.shape[3:] != k.shape[3:]:
             raise ValueError(
                 f'frame shape changed within an episode: cache holds {tuple(store.k.shape)}, '
                 f'got {tuple(k.shape)}; call reset() first'
             )
+        n = store.count
+        store.k[:, :, n] = k[:, :, 0]
+        store.v[:, :, n] = v[:, :, 0]
+        store.staged = True
+        return store.k[:, :, : n + 1], store.v[:, :, : n + 1]
+
+    def commit(self, layer: int) -> None:
+        """Make the staged frame of ``layer`` a held frame; when full, evict the oldest window
+        frame (its slot receives the staged frame; sink slots are never written)."""
+        store = self._layers[layer]
+        if not store.staged:
+            raise RuntimeError(f'layer {layer}: commit() without a staged frame')
+        store.staged = False
         frame_id = self._appended[layer]
         self._appended[layer] += 1
-        if store.count < self.capacity:
-            slot = store.count
+        if store.count < self.capacity:  # the staged frame already sits in its slot
             store.count += 1
             store.frame_ids.append(frame_id)
-        else:  # full: overwrite the oldest window frame
-            slot = self.initial_frames + store.head
-            store.head = (store.head + 1) % self.window_frames
-            store.frame_ids[slot] = frame_id
-        store.k[:, :, slot] = k[:, :, 0]
-        store.v[:, :, slot] = v[:, :, 0]
+            return
+        slot = self.initial_frames + store.head  # full: overwrite the oldest window frame
+        store.head = (store.head + 1) % self.window_frames
+        store.frame_ids[slot] = frame_id
+        store.k[:, :, slot] = store.k[:, :, self.capacity]
+        store.v[:, :, slot] = store.v[:, :, self.capacity]
 
     def get(self, layer: int, *, ordered: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Keys and values held by ``layer``, or None when empty.

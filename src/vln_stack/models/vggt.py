@@ -203,31 +203,40 @@ class Attention(nn.Module):
         return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
 
     def forward_cached(
-        self, x: torch.Tensor, pos: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One new frame attending to the cached frames and itself.
+        self, x: torch.Tensor, pos: torch.Tensor, cache: FrameKVCache, layer: int
+    ) -> torch.Tensor:
+        """One new frame attending to the cached frames and itself; then stores its K/V.
+
+        The new frame's keys/values are staged in ``cache`` (layer ``layer``) next to the held
+        frames, one attention call runs over the held frames plus the new one in place, and only
+        then is the frame committed (so at capacity it attends to ``capacity + 1`` frames and the
+        eviction happens after, as in the released code).
+
+        What is cached: keys AFTER k_norm and RoPE (cast to V's dtype, the dtype attention uses),
+        and V as is. The released StreamVGGT / JanusVLN code caches the raw qkv keys and
+        re-applies k_norm and RoPE to every cached key at every step. Both give the same
+        attention: k_norm is a per-token LayerNorm over head_dim (it only depends on that token's
+        raw key), and RoPE rotates each token by its 2D patch position, which is the same for
+        every frame (CHECKPOINTS.md §1.4: no temporal index; the released code rotates the cached
+        keys with the current frame's positions, which equal the positions they had when
+        cached). So a cached frame's normalised + rotated key never changes and is computed once.
+        The keys are presented in storage order (sinks, ring buffer, new frame) rather than
+        chronologically; softmax attention is invariant to the order of the key/value pairs.
 
         Args:
             x: ``[B, P, C]`` tokens of the new frame; pos: ``[P, 2]`` (shared by every frame).
-            past: cached raw ``(k, v)``, each ``[B, heads, F, P, head_dim]`` (k before k_norm and
-                RoPE; frames in any order), or None.
+            cache: the memory; layer: this block's index in it.
         Returns:
-            ``(out [B, P, C], k_raw [B, heads, 1, P, head_dim], v [B, heads, 1, P, head_dim])``.
+            ``out [B, P, C]``.
         """
         q, k, v = self._split(x)
         q = self._qk(q, self.q_norm, pos)
-        k_new, v_new = k.unsqueeze(2), v.unsqueeze(2)
-        if past is not None:
-            k_all = torch.cat((past[0], k_new), dim=2)
-            v_all = torch.cat((past[1], v_new), dim=2)
-        else:
-            k_all, v_all = k_new, v_new
-        b, h, f, p, d = k_all.shape
-        k_all = self._qk(k_all, self.k_norm, pos)  # norm + RoPE re-applied to cached keys
-        o = F.scaled_dot_product_attention(
-            q, k_all.reshape(b, h, f * p, d), v_all.reshape(b, h, f * p, d)
-        )
-        return self._out(o), k_new, v_new
+        k = self._qk(k, self.k_norm, pos).to(v.dtype)  # computed once per frame, then cached
+        k_all, v_all = cache.stage(layer, k.unsqueeze(2), v.unsqueeze(2))  # [B, H, F+1, P, D]
+        # views of the contiguous slots [0, F]: flattening frames x tokens copies nothing
+        o = F.scaled_dot_product_attention(q, k_all.flatten(2, 3), v_all.flatten(2, 3))
+        cache.commit(layer)
+        return self._out(o)
 
 
 class Block(nn.Module):
@@ -262,12 +271,11 @@ class Block(nn.Module):
         return x + self.ls2(self.mlp(self.norm2(x)))
 
     def forward_cached(
-        self, x: torch.Tensor, pos: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """See `Attention.forward_cached`; returns ``(x_out [B, P, C], k_raw, v)``."""
-        a, k_raw, v = self.attn.forward_cached(self.norm1(x), pos, past)
-        x = x + self.ls1(a)
-        return x + self.ls2(self.mlp(self.norm2(x))), k_raw, v
+        self, x: torch.Tensor, pos: torch.Tensor, cache: FrameKVCache, layer: int
+    ) -> torch.Tensor:
+        """See `Attention.forward_cached` (stores this frame's K/V); returns ``[B, P, C]``."""
+        x = x + self.ls1(self.attn.forward_cached(self.norm1(x), pos, cache, layer))
+        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 class _ConvPatch(nn.Module):
@@ -474,9 +482,10 @@ class VGGTAggregator(nn.Module):
 
         Args:
             image: ``[B, 3, H, W]`` RGB in [0, 1]; H, W constant within an episode.
-            cache: `FrameKVCache` with ``num_layers == depth``; the global blocks' raw K (before
-                k_norm and RoPE) and V are appended per layer after attending (so the new frame
-                sees every cached frame plus itself; eviction happens on append).
+            cache: `FrameKVCache` with ``num_layers == depth``; the global blocks' K (after
+                k_norm and RoPE; the released code caches them before, see
+                `Attention.forward_cached`) and V are stored per layer, after attending (so the
+                new frame sees every cached frame plus itself; eviction happens afterwards).
             layers: which layer outputs to return (default all). Blocks after ``max(layers)`` are
                 skipped and their cache entries are not written, so use the same ``layers`` for a
                 whole episode.
@@ -500,8 +509,7 @@ class VGGTAggregator(nn.Module):
         for i in range(last + 1):
             x = self.frame_blocks[i](x, pos)
             frame_out = x
-            x, k_raw, v = self.global_blocks[i].forward_cached(x, pos, cache.get(i, ordered=False))
-            cache.append(i, k_raw, v)
+            x = self.global_blocks[i].forward_cached(x, pos, cache, i)
             if i in wanted:
                 outputs[i] = torch.cat((frame_out, x), dim=-1)
         return [outputs[i] for i in wanted]

@@ -167,8 +167,11 @@ class EncoderNode(LifecycleNode):
             st.level, st.message = DiagnosticStatus.WARN, 'not configured'
         else:
             st.level, st.message = DiagnosticStatus.OK, 'encoding'
-        mem = self.encoder.cache.num_frames if self.encoder is not None else 0
-        vals = {**self._stats, 'memory_frames': mem}
+        enc = self.encoder
+        vals = {**self._stats,
+                'memory_frames': enc.cache.num_frames if enc is not None else 0,
+                'memory_capacity_frames': enc.cache.capacity if enc is not None else 0,
+                'memory_mb': enc.cache.nbytes / 2**20 if enc is not None else 0.0}
         st.values = [KeyValue(key=k, value=f'{v:.1f}' if isinstance(v, float) else str(v))
                      for k, v in vals.items()]
         arr = DiagnosticArray(status=[st])
