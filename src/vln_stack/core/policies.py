@@ -2,6 +2,7 @@
 
 - ``oracle``: follows the episode's reference path from the true pose (simulator only).
 - ``janus``: the JanusVLN multimodal LLM on fused dual-memory tokens (weights from a local folder).
+- ``random``: seeded random moves, the floor in evaluation.
 """
 from __future__ import annotations
 
@@ -126,9 +127,30 @@ class JanusBackend(PolicyBackend):
         return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms)
 
 
+class RandomBackend(PolicyBackend):
+    """The floor in evaluation: MOVE_FORWARD 60 %, TURN_LEFT / TURN_RIGHT 17.5 % each,
+    STOP 5 %, from a seeded generator (reset per episode, so runs repeat)."""
+
+    ACTIONS = (Action.MOVE_FORWARD, Action.TURN_LEFT, Action.TURN_RIGHT, Action.STOP)
+    WEIGHTS = (0.6, 0.175, 0.175, 0.05)
+
+    def __init__(self, seed: int = 0, **_: Any) -> None:
+        import random
+        self.seed = seed
+        self._rng = random.Random(seed)
+
+    def reset(self, instruction: str) -> None:
+        import random
+        self._rng = random.Random(self.seed)
+
+    def decide(self, obs: Observation) -> Decision:
+        return Decision(self._rng.choices(self.ACTIONS, self.WEIGHTS)[0], 'random')
+
+
 BACKENDS: dict[str, Callable[..., PolicyBackend]] = {
     'oracle': OracleBackend,
     'janus': JanusBackend,
+    'random': RandomBackend,
 }
 
 

@@ -3,6 +3,7 @@ next move out (vln/action), feedback on vln/status (JSON, also the controller's 
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,7 +23,8 @@ from ..ros.convert import pose2d_from_odom, s_from_time
 
 @dataclass
 class DecisionConfig:
-    policy: str = 'oracle'            # 'oracle' (simulator only) | 'janus'
+    policy: str = 'oracle'            # 'oracle' (simulator only) | 'janus' | 'random'
+    seed: int = 0                     # random policy
     checkpoint_dir: str = ''          # janus: local checkpoint folder
     device: str = 'cpu'
     episode_file: str = ''            # oracle: episode YAML with the reference path
@@ -49,7 +51,8 @@ class DecisionNode(Node):
             torch.set_num_threads(c.torch_threads)
         self.backend = make_backend(c.policy, episode_file=c.episode_file,
                                     episode_id=c.episode_id, checkpoint_dir=c.checkpoint_dir,
-                                    device=c.device, spec=MoveSpec(c.forward_m, c.turn_deg))
+                                    device=c.device, spec=MoveSpec(c.forward_m, c.turn_deg),
+                                    seed=c.seed)
         self._pose = None
         self._frame: tuple[float, object] | None = None   # (stamp_s, tokens or None)
         self._pending: Future | None = None
@@ -72,6 +75,7 @@ class DecisionNode(Node):
         self.get_logger().info(f'policy {c.policy}{note}; waiting for an instruction on '
                                f'{self.resolve_topic_name("vln/instruction")}')
         self._autostart = c.instruction
+        self._last_latency_ms = 0.0
 
     # --- inputs -------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -141,6 +145,7 @@ class DecisionNode(Node):
                     self.get_logger().error(f'policy failed: {type(exc).__name__}: {exc}')
                     self._publish(self.loop.fail(f'policy error: {exc}'))
                     return
+                self._last_latency_ms = dec.latency_ms
                 self._publish(self.loop.on_decision(dec.action, self._now()))
                 if not dec.valid:
                     self.get_logger().warning(f'policy output {dec.raw!r} is not an action: STOP')
@@ -157,7 +162,14 @@ class DecisionNode(Node):
             if self.backend.needs_pose and obs.pose is None:
                 self._publish(self.loop.fail('no valid odometry for the oracle'))
                 return
-            self._pending = self._worker.submit(self.backend.decide, obs)
+            self._pending = self._worker.submit(self._timed_decide, obs)
+
+    def _timed_decide(self, obs: Observation) -> Decision:
+        """The backend's decision, with its wall time (ms) as the step latency."""
+        t0 = time.perf_counter()
+        dec = self.backend.decide(obs)
+        dec.latency_ms = (time.perf_counter() - t0) * 1000.0
+        return dec
 
     def _graph_ready(self) -> bool:
         """For the startup instruction: a frame arrived and the motion nodes are listening."""
@@ -172,7 +184,8 @@ class DecisionNode(Node):
         s = self.loop.s
         self.status_pub.publish(String(data=json.dumps({
             'state': s.state, 'instruction': s.instruction, 'episode': s.episode, 'step': s.step,
-            'last_action': s.last_action, 'last_executed': s.last_executed, 'reason': s.reason, 'policy': self.cfg.policy,
+            'last_action': s.last_action, 'last_executed': s.last_executed,
+            'decision_ms': round(self._last_latency_ms, 2), 'reason': s.reason, 'policy': self.cfg.policy,
             'stamp': self._now()})))
 
     def on_shutdown(self) -> None:

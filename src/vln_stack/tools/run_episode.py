@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.episodes import find_episode
-from ..core.metrics import episode_metrics
+from dataclasses import dataclass, field
+
+from ..core.episodes import Episode, find_episode
+from ..core.metrics import EpisodeMetrics, episode_metrics
 from .graph import sim_graph
 from .plots import frame_strip, trajectory_plot
 from .procs import REPO_ROOT, ProcessGroup, config_dir, ros_env
@@ -33,7 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--episode-file', default='', help='episode YAML (default: the indoor set)')
     p.add_argument('--episode-id', default='', help='episode id in the file')
     p.add_argument('--robot', default='go2', help='robot profile: go2 | stretch3 | agri | path')
-    p.add_argument('--policy', default='oracle', choices=['oracle', 'janus'])
+    p.add_argument('--policy', default='oracle', choices=['oracle', 'janus', 'random'])
+    p.add_argument('--seed', type=int, default=0, help='seed of the random policy')
     p.add_argument('--checkpoint', default='', help='checkpoint folder for --policy janus')
     p.add_argument('--instruction', default='', help='override the episode instruction')
     p.add_argument('--rtf', type=float, default=1.0, help='simulator real-time factor')
@@ -41,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--out', default=str(REPO_ROOT / 'outputs' / 'demo'), help='output folder')
     p.add_argument('--timeout-s', type=float, default=600.0, help='wall-clock bound')
     p.add_argument('--domain-id', type=int, default=-1, help='ROS_DOMAIN_ID (-1: from the PID)')
+    p.add_argument('--record', default='', metavar='BAG_DIR',
+                   help='record the run (sim time) into an MCAP rosbag2 (see tools.bag_record)')
+    p.add_argument('--record-image-rate', type=float, default=2.0, metavar='HZ',
+                   help='with --record: camera frames per second kept (0 = all); the frames '
+                        'decisions are taken on are always kept')
     return p.parse_args(argv)
 
 
@@ -87,69 +95,98 @@ class EpisodeMonitor:
             self.rclpy.spin_once(self.node, timeout_sec=min(0.05, max(0.0, end - time.monotonic())))
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = config_dir()
-    episode_file = Path(args.episode_file) if args.episode_file else cfg / DEFAULT_EPISODE_FILE
-    episode_id = args.episode_id or ('' if args.episode_file else DEFAULT_EPISODE_ID)
-    episode = find_episode(episode_file, episode_id)
-    instruction = args.instruction or episode.instruction
-    if args.policy == 'janus':
-        if not args.checkpoint:
-            print('error: --policy janus needs --checkpoint FOLDER (a local JanusVLN checkpoint; '
-                  'the tiny random-weight one is models/tiny-janus)', file=sys.stderr)
-            return 2
-        if not Path(args.checkpoint, 'config.json').is_file():
-            print(f'error: checkpoint folder {args.checkpoint} has no config.json', file=sys.stderr)
-            return 2
-    domain = args.domain_id if args.domain_id >= 0 else 1 + os.getpid() % 100
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class EpisodeRun:
+    """What one closed-loop episode produced."""
+
+    episode_id: str
+    policy: str
+    robot: str
+    state: str
+    reason: str
+    metrics: EpisodeMetrics
+    wall_s: float
+    decision_ms: list[float] = field(default_factory=list)
+    trajectory: list[tuple[float, float]] = field(default_factory=list)
+    plot: Path | None = None
+    strip: Path | None = None
+
+    def as_dict(self) -> dict:
+        return {'episode': self.episode_id, 'policy': self.policy, 'robot': self.robot,
+                'state': self.state, 'reason': self.reason, **self.metrics.as_dict(),
+                'wall_s': self.wall_s, 'decision_ms': self.decision_ms,
+                'plot': str(self.plot) if self.plot else None}
+
+
+def default_checkpoint() -> str:
+    """The tiny checkpoint written by scripts/setup_env.sh, if present."""
+    tiny = REPO_ROOT / 'models' / 'tiny-janus'
+    return str(tiny) if (tiny / 'config.json').is_file() else ''
+
+
+def setup_ros_env(domain: int) -> dict[str, str]:
     env = ros_env(domain)
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE',
-                                           'AMENT_PREFIX_PATH', 'ROS_LOG_DIR')})
-    if 'FASTDDS_DEFAULT_PROFILES_FILE' in env:
-        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = env['FASTDDS_DEFAULT_PROFILES_FILE']
-    if args.policy == 'oracle':
-        print('policy: oracle (no trained checkpoint is configured: the oracle follows the '
-              "episode's reference path; it validates the control stack and is the upper bound). "
-              'Use --policy janus --checkpoint FOLDER for the model.')
-    else:
-        print(f'policy: janus, checkpoint {args.checkpoint}')
-    print(f'episode {episode.episode_id} ({episode.world} world, robot {args.robot}): '
-          f'"{instruction}"')
-    # The memory encoder runs in the graph whenever a checkpoint is at hand (with the oracle its
-    # fused tokens are published but not used); the tiny one comes from scripts/setup_env.sh.
-    checkpoint = args.checkpoint
-    if not checkpoint and (REPO_ROOT / 'models' / 'tiny-janus' / 'config.json').is_file():
-        checkpoint = str(REPO_ROOT / 'models' / 'tiny-janus')
-    specs = sim_graph(episode_file=episode_file, episode_id=episode.episode_id, robot=args.robot,
-                      policy=args.policy, checkpoint_dir=checkpoint, real_time_factor=args.rtf,
-                      with_encoder=not args.no_encoder and bool(checkpoint))
+    for key in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'AMENT_PREFIX_PATH',
+                'ROS_LOG_DIR', 'FASTDDS_DEFAULT_PROFILES_FILE'):
+        if key in env:
+            os.environ[key] = env[key]
+    return env
+
+
+def run_one(episode_file: Path, episode: Episode, *, policy: str = 'oracle', robot: str = 'go2',
+            checkpoint: str = '', instruction: str = '', rtf: float = 1.0,
+            with_encoder: bool = True, out: Path, timeout_s: float = 600.0, domain: int = 0,
+            success_radius_m: float | None = None, seed: int = 0,
+            verbose: bool = True, record: str = '',
+            record_image_rate: float = 2.0) -> EpisodeRun:
+    """Run ``episode`` closed loop through the whole node graph; raises RuntimeError or
+    TimeoutError when the graph cannot run it (a node died, nothing came up)."""
     import rclpy
+
+    from ..ros.images import image_msg_to_rgb
+
+    def say(text: str) -> None:
+        if verbose:
+            print(text, flush=True)
+
+    instruction = instruction or episode.instruction
+    out.mkdir(parents=True, exist_ok=True)
+    env = setup_ros_env(domain)
+    specs = sim_graph(episode_file=episode_file, episode_id=episode.episode_id, robot=robot,
+                      policy=policy, checkpoint_dir=checkpoint, real_time_factor=rtf,
+                      with_encoder=with_encoder and bool(checkpoint),
+                      overrides={'decision': {'seed': seed, 'max_steps': episode.max_steps}})
     t_wall0 = time.monotonic()
     group = ProcessGroup(env, log_dir=out / 'logs')
     rclpy.init()
     mon = EpisodeMonitor()
     frames: list = []
-    result = 1
+    decision_ms: list[float] = []
+    recorder = None
     try:
+        if record:  # the whole run, on sim time, into an MCAP rosbag2 (tools.bag_record)
+            from .bag_record import BagRecorder
+            recorder = BagRecorder(record, use_sim_time=True, max_image_rate_hz=record_image_rate,
+                                   custom_data={'episode_file': str(episode_file),
+                                                'episode_id': episode.episode_id, 'robot': robot,
+                                                'policy': policy, 'checkpoint': checkpoint,
+                                                'instruction': instruction}).start()
         for spec in specs:
             group.start(spec)
-        print(f'started {len(specs)} nodes on ROS_DOMAIN_ID={domain}: '
-              f'{", ".join(s.name for s in specs)} (logs in {out / "logs"})')
-        # Wait for the graph: decision heartbeat, odometry and a camera frame.
+        say(f'started {len(specs)} nodes on ROS_DOMAIN_ID={domain}: '
+            f'{", ".join(s.name for s in specs)} (logs in {out / "logs"})')
         deadline = time.monotonic() + 120.0
         while not (mon.status_count and mon.pose is not None and mon.frame is not None):
             mon.spin(0.2)
             dead = group.dead()
             if dead or time.monotonic() > deadline:
-                raise RuntimeError(f'graph did not come up (exited: {dead or "none"}); see '
-                                   f'{out / "logs"}')
+                raise RuntimeError(_with_logs(f'graph did not come up (exited: {dead or "none"})',
+                                              group, out))
         mon.spin(1.0)
         mon.pub.publish(mon.String(data=instruction))
-        print(f'instruction sent after {time.monotonic() - t_wall0:.1f} s of start-up')
+        say(f'instruction sent after {time.monotonic() - t_wall0:.1f} s of start-up')
         t_ep = time.monotonic()
-        last_step, started = -1, False
+        last_step, started, st = -1, False, {}
         traj_steps: list[tuple[float, float]] = [(episode.start.x, episode.start.y)]
         while True:
             mon.spin(0.05)
@@ -159,57 +196,105 @@ def run(args: argparse.Namespace) -> int:
             if started and st.get('step', -1) != last_step:
                 last_step = st['step']
                 p = mon.pose
-                d = math.dist((p.x, p.y), episode.goal)
                 traj_steps.append((p.x, p.y))
-                print(f'  step {last_step:3d}  {st.get("last_executed", "") or "(start)":12s} pose ({p.x:6.2f}, '
-                      f'{p.y:6.2f}, {math.degrees(p.yaw):6.1f} deg)  to goal {d:5.2f} m  '
-                      f'[{time.monotonic() - t_ep:5.1f} s]', flush=True)
+                if last_step > 0:
+                    decision_ms.append(float(st.get('decision_ms', 0.0)))
+                say(f'  step {last_step:3d}  {st.get("last_executed", "") or "(start)":12s} '
+                    f'pose ({p.x:6.2f}, {p.y:6.2f}, {math.degrees(p.yaw):6.1f} deg)  to goal '
+                    f'{math.dist((p.x, p.y), episode.goal):5.2f} m  '
+                    f'[{time.monotonic() - t_ep:5.1f} s]')
                 if mon.frame is not None:
-                    from ..ros.images import image_msg_to_rgb
                     frames.append((f'step {last_step}', image_msg_to_rgb(mon.frame)))
             if started and st.get('state') in ('stopped', 'failed', 'canceled'):
                 break
             dead = group.dead()
             if dead:
-                raise RuntimeError(f'node(s) exited during the episode: {dead}; see {out / "logs"}')
-            if time.monotonic() - t_wall0 > args.timeout_s:
-                raise TimeoutError(f'episode not finished within {args.timeout_s} s')
+                raise RuntimeError(_with_logs(f'node(s) exited during the episode: {dead}',
+                                              group, out))
+            if time.monotonic() - t_wall0 > timeout_s:
+                raise TimeoutError(f'episode not finished within {timeout_s} s')
         mon.spin(0.5)  # let the last odometry settle
         p = mon.pose
         traj_steps.append((p.x, p.y))
         if mon.frame is not None:
-            from ..ros.images import image_msg_to_rgb
             frames.append(('end', image_msg_to_rgb(mon.frame)))
-        m = episode_metrics(traj_steps, episode.reference_path, episode.goal,
-                            episode.success_radius_m, steps=int(st.get('step', 0)))
-        wall = time.monotonic() - t_wall0
-        print(f'episode ended: {st.get("state")} ({st.get("reason", "")})')
-        print(f'  NE {m.ne_m:.2f} m | SR {m.success:.0f} | OSR {m.oracle_success:.0f} | '
-              f'SPL {m.spl:.3f} | nDTW {m.ndtw:.3f} | steps {m.steps} | path '
-              f'{m.path_length_m:.2f} m (reference {episode.reference_length_m:.2f} m) | '
-              f'wall {wall:.1f} s')
+        radius = success_radius_m if success_radius_m is not None else episode.success_radius_m
+        m = episode_metrics(traj_steps, episode.reference_path, episode.goal, radius,
+                            steps=int(st.get('step', 0)))
         plot = trajectory_plot(out / 'trajectory.png', episode, mon.path,
-                               title=f'{episode.episode_id} ({args.policy}): SR {m.success:.0f}, '
+                               title=f'{episode.episode_id} ({policy}): SR {m.success:.0f}, '
                                      f'NE {m.ne_m:.2f} m, SPL {m.spl:.2f}')
         strip = frame_strip(out / 'frames.png', frames)
-        (out / 'metrics.json').write_text(json.dumps({
-            'episode': episode.episode_id, 'policy': args.policy, 'robot': args.robot,
-            'state': st.get('state'), 'reason': st.get('reason'), **m.as_dict(),
-            'wall_s': wall}, indent=2))
-        print(f'wrote {plot}, {strip}, {out / "metrics.json"}')
-        result = 0
-    except (RuntimeError, TimeoutError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        for name in group.procs:
-            log = out / 'logs' / f'{name}.log'
-            if log.is_file():
-                tail = log.read_text().strip().splitlines()[-5:]
-                print(f'--- {name} (last lines) ---\n' + '\n'.join(tail), file=sys.stderr)
+        return EpisodeRun(episode.episode_id, policy, robot, str(st.get('state')),
+                          str(st.get('reason', '')), m, time.monotonic() - t_wall0,
+                          decision_ms, list(mon.path), plot, strip)
     finally:
+        if recorder is not None:
+            say(f'recorded {recorder.stop().summary()}')
         group.stop_all()
         mon.node.destroy_node()
         rclpy.try_shutdown()
-    return result
+
+
+def _with_logs(message: str, group: ProcessGroup, out: Path) -> str:
+    lines = [message + f'; logs in {out / "logs"}']
+    for name in group.procs:
+        log = out / 'logs' / f'{name}.log'
+        if log.is_file():
+            tail = log.read_text().strip().splitlines()[-5:]
+            if tail:
+                lines.append(f'--- {name} (last lines) ---\n' + '\n'.join(tail))
+    return '\n'.join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_dir()
+    episode_file = Path(args.episode_file) if args.episode_file else cfg / DEFAULT_EPISODE_FILE
+    episode_id = args.episode_id or ('' if args.episode_file else DEFAULT_EPISODE_ID)
+    episode = find_episode(episode_file, episode_id)
+    if args.policy == 'janus':
+        if not args.checkpoint:
+            print('error: --policy janus needs --checkpoint FOLDER (a local JanusVLN checkpoint; '
+                  'the tiny random-weight one is models/tiny-janus)', file=sys.stderr)
+            return 2
+        if not Path(args.checkpoint, 'config.json').is_file():
+            print(f'error: checkpoint folder {args.checkpoint} has no config.json', file=sys.stderr)
+            return 2
+    if args.policy == 'oracle':
+        print('policy: oracle (no trained checkpoint is configured: the oracle follows the '
+              "episode's reference path; it validates the control stack and is the upper bound). "
+              'Use --policy janus --checkpoint FOLDER for the model.')
+    else:
+        print(f'policy: {args.policy}' + (f', checkpoint {args.checkpoint}'
+                                          if args.policy == 'janus' else ''))
+    print(f'episode {episode.episode_id} ({episode.world} world, robot {args.robot}): '
+          f'"{args.instruction or episode.instruction}"')
+    # The memory encoder runs in the graph whenever a checkpoint is at hand (with the oracle its
+    # fused tokens are published but not used); the tiny one comes from scripts/setup_env.sh.
+    out = Path(args.out)
+    if args.record and Path(args.record).exists():
+        print(f'error: --record {args.record} exists already', file=sys.stderr)
+        return 2
+    try:
+        res = run_one(episode_file, episode, policy=args.policy, robot=args.robot,
+                      checkpoint=args.checkpoint or default_checkpoint(),
+                      instruction=args.instruction, rtf=args.rtf,
+                      with_encoder=not args.no_encoder, out=out, timeout_s=args.timeout_s,
+                      domain=args.domain_id if args.domain_id >= 0 else 1 + os.getpid() % 100,
+                      seed=args.seed, record=args.record,
+                      record_image_rate=args.record_image_rate)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    m = res.metrics
+    print(f'episode ended: {res.state} ({res.reason})')
+    print(f'  NE {m.ne_m:.2f} m | SR {m.success:.0f} | OSR {m.oracle_success:.0f} | '
+          f'SPL {m.spl:.3f} | nDTW {m.ndtw:.3f} | steps {m.steps} | path '
+          f'{m.path_length_m:.2f} m (reference {episode.reference_length_m:.2f} m) | '
+          f'wall {res.wall_s:.1f} s')
+    (out / 'metrics.json').write_text(json.dumps(res.as_dict(), indent=2))
+    print(f'wrote {res.plot}, {res.strip}, {out / "metrics.json"}')
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
