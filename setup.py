@@ -18,6 +18,7 @@ setup(
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml')),
         (f'share/{PACKAGE}/config/robots', glob('config/robots/*.yaml')),
         (f'share/{PACKAGE}/config/episodes', glob('config/episodes/*.yaml')),
+        (f'share/{PACKAGE}/gazebo', glob('gazebo/*.sdf')),
     ],
     install_requires=['setuptools'],
     zip_safe=False,

@@ -11,6 +11,7 @@ command -v "$PY" >/dev/null || PY=python3
 need_apt=()
 ldconfig -p | grep -q 'libEGL.so.1' || need_apt+=(libegl1 libegl-mesa0 libgl1-mesa-dri)
 ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
+ign sdf --help >/dev/null 2>&1 || need_apt+=(sdformat-sdf ignition-tools libsdformat-dev)  # ign sdf -k (SDF checks)
 if ((${#need_apt[@]})); then
   echo "[setup] installing system packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

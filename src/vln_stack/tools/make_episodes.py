@@ -26,6 +26,10 @@ LANDMARKS: dict[str, dict[str, str]] = {
                'black_tv': 'the black television', 'orange_shelf': 'the orange shelf'},
     'farm': {'red_barrel': 'the red barrel', 'blue_water_tank': 'the blue water tank',
              'white_shed': 'the white shed'},
+    'greenhouse': {'blue_watering_cart': 'the blue watering cart',
+                   'red_toolbox': 'the red toolbox', 'yellow_hose_reel': 'the yellow hose reel',
+                   'white_water_tank': 'the white water tank',
+                   'orange_crates': 'the orange crates'},
 }
 SKIP_PREFIXES = ('wall', 'floor', 'crop', 'fence', 'soil', 'ground', 'bench', 'glass', 'pot_',
                  'plant_', 'frame', 'roof', 'path', 'aisle')
