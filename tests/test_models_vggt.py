@@ -180,3 +180,57 @@ def test_pos_embed_interpolation(tiny):
     out = pe.interpolate_pos_embed(12, 16)
     assert out.shape == (1, 1 + 12 * 16, 64)
     assert torch.equal(out[:, 0], pe.pos_embed[:, 0])  # cls position not resized
+
+
+def _released_stream_step(agg, image, memory, seen, initial, window):
+    """Released StreamVGGT / JanusVLN cached step, as a reference: RAW keys cached, k_norm + RoPE
+    re-applied to all of them each step, frames concatenated in time order, then trimmed to the
+    first ``initial`` + last ``window`` frames (StartRecentKVCache)."""
+    b = image.shape[0]
+    patches, h, w = agg._embed(image)
+    x = torch.cat((agg._special(0 if seen == 0 else 1, b), patches), dim=1)
+    pos = agg.positions(h, w, x.device)
+    outs = []
+    for i in range(agg.depth):
+        x = agg.frame_blocks[i](x, pos)
+        frame_out = x
+        blk, attn = agg.global_blocks[i], agg.global_blocks[i].attn
+        q, k, v = attn._split(blk.norm1(x))
+        q = attn._qk(q, attn.q_norm, pos)
+        memory[i].append((k.unsqueeze(2), v.unsqueeze(2)))
+        k_all = torch.cat([m[0] for m in memory[i]], dim=2)
+        v_all = torch.cat([m[1] for m in memory[i]], dim=2)
+        k_all = attn._qk(k_all, attn.k_norm, pos)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q, k_all.flatten(2, 3), v_all.flatten(2, 3)
+        )
+        x = x + blk.ls1(attn._out(o))
+        x = x + blk.ls2(blk.mlp(blk.norm2(x)))
+        if len(memory[i]) > initial + window:
+            memory[i][:] = memory[i][:initial] + memory[i][-window:]
+        outs.append(torch.cat((frame_out, x), dim=-1))
+    return outs
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_processed_key_cache_equals_released_raw_key_recompute(tiny, dtype):
+    """Caching K after k_norm + RoPE and attending in storage order == the released raw-key cache
+    (re-normalised and re-rotated every step, time order), with eviction."""
+    agg = tiny.to(dtype)
+    try:
+        frames, initial, window = 11, 2, 4
+        gen = torch.Generator().manual_seed(5)
+        images = torch.rand(2, frames, 3, 42, 56, generator=gen, dtype=dtype)
+        cache = agg.new_cache(initial_frames=initial, window_frames=window)
+        memory = [[] for _ in range(agg.depth)]
+        tol = 1e-6 if dtype == torch.float32 else 1e-13
+        for t in range(frames):
+            got = agg.forward_frame(images[:, t], cache)
+            ref = _released_stream_step(agg, images[:, t], memory, t, initial, window)
+            for layer in range(agg.depth):
+                err = (got[layer] - ref[layer]).abs().max().item()
+                assert err <= tol, f'frame {t} layer {layer}: {err}'
+        assert cache.frame_ids() == [0, 1, 7, 8, 9, 10]
+    finally:
+        agg.float()

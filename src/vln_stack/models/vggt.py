@@ -106,9 +106,29 @@ class RoPE2D(nn.Module):
     pairing (j <-> j + d/2) and cos/sin tiled twice.
     """
 
+    _TABLE_ENTRIES = 8  # cos/sin tables kept (streaming reuses one positions tensor per size)
+
     def __init__(self, base: float = 100.0) -> None:
         super().__init__()
         self.base = base
+        # (id(pos), dim, dtype) -> (pos, cos, sin). The entry holds `pos` itself, so its id
+        # cannot be reused by another tensor while cached; positions must not be modified in
+        # place after use (those of `VGGTAggregator.positions` never are).
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _table(
+        self, pos: torch.Tensor, dim: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_cos_sin`, computed once per positions tensor (same values, no per-call work)."""
+        key = (id(pos), dim, dtype)
+        hit = self._tables.get(key)
+        if hit is not None and hit[0] is pos:
+            return hit[1], hit[2]
+        cos, sin = self._cos_sin(pos, dim, dtype)
+        if len(self._tables) >= self._TABLE_ENTRIES:
+            self._tables.pop(next(iter(self._tables)))
+        self._tables[key] = (pos, cos, sin)
+        return cos, sin
 
     def _cos_sin(
         self, pos: torch.Tensor, dim: int, dtype: torch.dtype
@@ -129,7 +149,7 @@ class RoPE2D(nn.Module):
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Rotate ``x [..., N, head_dim]`` by ``pos [N, 2]`` (long, row/col)."""
         d = x.shape[-1]
-        cos, sin = self._cos_sin(pos, d, x.dtype)
+        cos, sin = self._table(pos, d, x.dtype)
         x4 = x.unflatten(-1, (2, 2, d // 4))  # (axis, half, d/4)
         rotated = torch.stack((-x4[..., 1, :], x4[..., 0, :]), dim=-2).flatten(
             -3
