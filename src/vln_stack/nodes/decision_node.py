@@ -185,7 +185,7 @@ class DecisionNode(Node):
         self.status_pub.publish(String(data=json.dumps({
             'state': s.state, 'instruction': s.instruction, 'episode': s.episode, 'step': s.step,
             'last_action': s.last_action, 'last_executed': s.last_executed,
-            'decision_ms': round(self._last_latency_ms, 2), 'reason': s.reason, 'policy': self.cfg.policy,
+            'decision_ms': round(self._last_latency_ms, 3), 'reason': s.reason, 'policy': self.cfg.policy,
             'stamp': self._now()})))
 
     def on_shutdown(self) -> None:

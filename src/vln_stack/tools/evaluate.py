@@ -54,7 +54,7 @@ def write_report(path: Path, summary: dict[str, dict], runs: dict[str, list[dict
     for pol, s in summary.items():
         lines.append(f'| {pol} | {s["episodes"]} | {s["success"]:.2f} | {s["oracle_success"]:.2f} '
                      f'| {s["spl"]:.3f} | {s["ndtw"]:.3f} | {s["ne_m"]:.2f} | {s["steps"]:.1f} | '
-                     f'{s["decision_ms_p50"]:.1f} / {s["decision_ms_p95"]:.1f} | {s["errors"]} |')
+                     f'{s["decision_ms_p50"]:.2f} / {s["decision_ms_p95"]:.2f} | {s["errors"]} |')
     for pol, rs in runs.items():
         lines += ['', f'## {pol}', '', '| episode | state | SR | NE (m) | SPL | nDTW | steps |',
                   '|---|---|---|---|---|---|---|']
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     for pol, s in summary.items():
         print(f'{pol:8s} {s["episodes"]:3d} {s["success"]:5.2f} {s["oracle_success"]:5.2f} '
               f'{s["spl"]:6.3f} {s["ndtw"]:6.3f} {s["ne_m"]:6.2f} {s["steps"]:6.1f} '
-              f'{s["decision_ms_p50"]:7.1f} {s["decision_ms_p95"]:7.1f}')
+              f'{s["decision_ms_p50"]:7.2f} {s["decision_ms_p95"]:7.2f}')
     print(f'wrote {out / "results.json"} and {out / "report.md"}')
     return 0 if all(s['errors'] == 0 for s in summary.values()) else 1
 
