@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import Empty, String
@@ -69,7 +70,9 @@ class EncoderNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, name='encoder', daemon=True)
         self._worker.start()
         if self.cfg.autostart:
-            self._boot = self.create_timer(0.1, self._autostart)
+            # steady clock: with use_sim_time and no /clock yet the node must still configure
+            self._boot = self.create_timer(0.1, self._autostart,
+                                           clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _autostart(self) -> None:
         self._boot.cancel()
