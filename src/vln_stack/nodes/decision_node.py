@@ -7,7 +7,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -19,6 +18,7 @@ from ..core.decision import DecisionLoop, LoopConfig
 from ..core.policies import Decision, Observation, make_backend
 from ..ros.common import declare_config, run_node
 from ..ros.convert import pose2d_from_odom, s_from_time
+from ..ros.images import check_tokens_msg, image_msg_to_tokens
 
 
 @dataclass
@@ -89,14 +89,13 @@ class DecisionNode(Node):
         self._frame = (s_from_time(msg.header.stamp), None)
 
     def _on_tokens(self, msg: Image) -> None:
-        if msg.encoding != '32FC1' or msg.height * msg.width * 4 != len(msg.data):
-            self.get_logger().warning(f'malformed fused tokens ({msg.encoding}, {msg.height}x'
-                                   f'{msg.width}, {len(msg.data)} bytes) dropped',
-                                   throttle_duration_sec=2.0)
+        try:
+            check_tokens_msg(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f'{exc}: dropped', throttle_duration_sec=2.0)
             return
-        import torch
-        arr = np.frombuffer(bytes(msg.data), dtype=np.float32).reshape(msg.height, msg.width)
-        self._frame = (s_from_time(msg.header.stamp), torch.from_numpy(arr.copy()))
+        # Keep the message; it becomes a tensor in the policy worker, only when decided on.
+        self._frame = (s_from_time(msg.header.stamp), msg)
 
     def _on_instruction(self, msg: String) -> None:
         try:
@@ -167,6 +166,9 @@ class DecisionNode(Node):
     def _timed_decide(self, obs: Observation) -> Decision:
         """The backend's decision, with its wall time (ms) as the step latency."""
         t0 = time.perf_counter()
+        if isinstance(obs.tokens, Image):
+            import torch
+            obs.tokens = torch.from_numpy(image_msg_to_tokens(obs.tokens))
         dec = self.backend.decide(obs)
         dec.latency_ms = (time.perf_counter() - t0) * 1000.0
         return dec

@@ -24,7 +24,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Empty, String
 
 from ..ros.common import declare_config, run_node
-from ..ros.images import image_msg_to_rgb
+from ..ros.images import image_msg_to_rgb, tokens_to_image_msg
 
 
 @dataclass
@@ -37,24 +37,12 @@ class EncoderConfig:
     torch_threads: int = 1            # CPU threads for torch (0 = torch's default)
 
 
-def tokens_to_msg(tokens, header) -> Image:
-    """[N, D] float tensor -> sensor_msgs/Image 32FC1 (rows = tokens)."""
-    arr = np.ascontiguousarray(tokens.detach().cpu().numpy().astype(np.float32))
-    msg = Image()
-    msg.header = header
-    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
-    msg.encoding = '32FC1'
-    msg.is_bigendian = 0
-    msg.step = msg.width * 4
-    msg.data = arr.tobytes()
-    return msg
-
-
 class EncoderNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__('memory_encoder')
         self.cfg = declare_config(self, EncoderConfig)
         self.encoder = None
+        self._active = False
         self._latest: Image | None = None
         self._reset = False
         self._cv = threading.Condition()
@@ -76,8 +64,7 @@ class EncoderNode(LifecycleNode):
 
     def _autostart(self) -> None:
         self._boot.cancel()
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS or \
-                self._state_machine.current_state[1] == 'inactive':
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -111,6 +98,14 @@ class EncoderNode(LifecycleNode):
         self._error = ''
         return TransitionCallbackReturn.SUCCESS
 
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._cv:
             self.encoder = None
@@ -142,7 +137,7 @@ class EncoderNode(LifecycleNode):
                     self._reset = False
             if msg is None or enc is None:
                 continue
-            if self._state_machine.current_state[1] != 'active':
+            if not self._active:
                 continue
             try:
                 rgb = image_msg_to_rgb(msg)
@@ -155,7 +150,7 @@ class EncoderNode(LifecycleNode):
                 continue
             self._stats['encoded'] += 1
             self._stats['latency_ms'] = out.latency_ms
-            self.tokens_pub.publish(tokens_to_msg(out.fused, msg.header))
+            self.tokens_pub.publish(tokens_to_image_msg(out.fused.numpy(), msg.header))
             self.info_pub.publish(String(data=json.dumps({
                 'stamp': msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
                 'frame_index': out.frame_index, 'memory_frames': out.memory_frames,

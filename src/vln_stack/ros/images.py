@@ -77,3 +77,31 @@ def rgb_to_compressed_msg(rgb: np.ndarray, stamp: Time, frame_id: str, *,
     msg.format = 'jpeg'
     msg.data = enc.tobytes()
     return msg
+
+
+def tokens_to_image_msg(tokens: np.ndarray, header) -> Image:
+    """[N, D] float array (fused tokens) -> sensor_msgs/Image 32FC1, rows = tokens."""
+    arr = np.ascontiguousarray(np.asarray(tokens, dtype=np.float32))
+    if arr.ndim != 2:
+        raise ValueError(f'expected [N, D] tokens, got shape {arr.shape}')
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = '32FC1'
+    msg.is_bigendian = 0
+    msg.step = msg.width * 4
+    msg.data = arr.tobytes()
+    return msg
+
+
+def check_tokens_msg(msg: Image) -> None:
+    """Raise ValueError unless ``msg`` is a well-formed 32FC1 token image (cheap, no copy)."""
+    if msg.encoding != '32FC1' or msg.height * msg.width * 4 != len(msg.data) or not msg.height:
+        raise ValueError(f'malformed fused tokens ({msg.encoding}, {msg.height}x{msg.width}, '
+                         f'{len(msg.data)} bytes)')
+
+
+def image_msg_to_tokens(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image 32FC1 -> writable [N, D] float32 array."""
+    check_tokens_msg(msg)
+    return np.frombuffer(bytes(msg.data), dtype=np.float32).reshape(msg.height, msg.width).copy()

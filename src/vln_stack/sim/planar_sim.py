@@ -28,6 +28,7 @@ class PlanarSim:
                                                                (start.x, start.y, start.yaw)))
         self.data = mujoco.MjData(self.model)
         self._cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, 'head')
+        self._base_geom = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, 'base_body')
         self._renderer: mujoco.Renderer | None = None
         self._cmd = (0.0, 0.0, 0.0)
         self.reset()
@@ -77,10 +78,9 @@ class PlanarSim:
         return c * wx + s * wy, -s * wx + c * wy, wz
 
     def in_collision(self) -> bool:
-        base = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, 'base_body')
         for i in range(self.data.ncon):
             con = self.data.contact[i]
-            if base in (con.geom1, con.geom2):
+            if self._base_geom in (con.geom1, con.geom2):
                 return True
         return False
 

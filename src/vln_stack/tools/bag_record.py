@@ -398,11 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ros_args: list[str] = []
-    if '--ros-args' in argv:
-        i = argv.index('--ros-args')
-        argv, ros_args = argv[:i], argv[i:]
+    from .procs import split_ros_args
+    argv, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     if args.out.exists():
         print(f'[bag_record] {args.out} exists already, not overwriting', flush=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..sim.worlds import get_world
+
 # Landmark geoms per world and how an instruction names them.
 LANDMARKS: dict[str, dict[str, str]] = {
     'indoor': {'red_bin': 'the red bin', 'white_fridge': 'the white fridge',
@@ -53,32 +55,10 @@ class Grid:
         return 0 <= r < self.free.shape[0] and 0 <= c < self.free.shape[1] and bool(self.free[r, c])
 
 
-def world_geoms(world: str) -> list[tuple[str, str, tuple, tuple, bool]]:
-    """(name, kind, pos, half-size, collides) of the world's static geoms, from the MJCF."""
-    import os
-    os.environ.setdefault('MUJOCO_GL', 'egl')
-    import mujoco
-
-    from ..sim.worlds import RobotBody, build_mjcf
-    model = mujoco.MjModel.from_xml_string(build_mjcf(world, RobotBody(), (0, 0, 0)))
-    kinds = {int(mujoco.mjtGeom.mjGEOM_BOX): 'box', int(mujoco.mjtGeom.mjGEOM_CYLINDER): 'cyl',
-             int(mujoco.mjtGeom.mjGEOM_SPHERE): 'sphere'}
-    out = []
-    for i in range(model.ngeom):
-        kind = kinds.get(int(model.geom_type[i]))
-        if model.geom_bodyid[i] != 0 or kind is None:
-            continue
-        name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, i) or f'geom{i}'
-        out.append((name, kind, tuple(model.geom_pos[i]), tuple(model.geom_size[i]),
-                    bool(model.geom_contype[i] or model.geom_conaffinity[i])))
-    return out
-
-
 def occupancy(world: str, clearance_m: float, res: float = 0.1) -> Grid:
-    geoms = world_geoms(world)
-    solid = [g for g in geoms if g[4]]
-    xs = [g[2][0] for g in geoms]
-    ys = [g[2][1] for g in geoms]
+    prims = get_world(world).primitives
+    xs = [p.pos[0] for p in prims]
+    ys = [p.pos[1] for p in prims]
     x0, x1 = min(xs) - 3, max(xs) + 3
     y0, y1 = min(ys) - 3, max(ys) + 3
     w, h = int((x1 - x0) / res), int((y1 - y0) / res)
@@ -86,13 +66,14 @@ def occupancy(world: str, clearance_m: float, res: float = 0.1) -> Grid:
     cy = y0 + (np.arange(h) + 0.5) * res
     X, Y = np.meshgrid(cx, cy)
     free = np.ones((h, w), bool)
-    for _, kind, pos, size, _ in solid:
-        if kind == 'box':
-            dx = np.maximum(np.abs(X - pos[0]) - size[0], 0)
-            dy = np.maximum(np.abs(Y - pos[1]) - size[1], 0)
+    for prim in (p for p in prims if p.collide):
+        shape, v = prim.footprint()
+        if shape == 'rect':
+            dx = np.maximum(np.maximum(v[0] - X, X - v[2]), 0)
+            dy = np.maximum(np.maximum(v[1] - Y, Y - v[3]), 0)
             free &= np.hypot(dx, dy) > clearance_m
         else:
-            free &= np.hypot(X - pos[0], Y - pos[1]) > size[0] + clearance_m
+            free &= np.hypot(X - v[0], Y - v[1]) > v[2] + clearance_m
     # Only the region enclosed by the world's outer geoms counts (no driving off the map).
     inner = (X > min(xs)) & (X < max(xs)) & (Y > min(ys)) & (Y < max(ys))
     return Grid((x0, y0), res, free & inner)
@@ -161,18 +142,19 @@ def make_episodes(world: str, n: int, seed: int = 0, *, clearance_m: float = 0.4
     """``n`` episodes in ``world`` as dicts in the episode-file format."""
     rng = random.Random(seed)
     grid = occupancy(world, clearance_m)
-    geoms = {g[0]: g for g in world_geoms(world)}
+    wld = get_world(world)
     names = LANDMARKS.get(world) or {
-        g: 'the ' + g.replace('_', ' ') for g in geoms
-        if not g.startswith(SKIP_PREFIXES) and geoms[g][4]}
+        p.name: 'the ' + p.name.replace('_', ' ') for p in wld.primitives
+        if not p.name.startswith(SKIP_PREFIXES) and p.collide}
     free_cells = np.argwhere(grid.free)
     episodes: list[dict] = []
     tries = 0
     while len(episodes) < n and tries < 200 * max(n, 1):
         tries += 1
         lm = rng.choice(sorted(names))
-        _, kind, pos, size, _ = geoms[lm]
-        reach = float(max(size[0], size[1]) if kind == 'box' else size[0]) + clearance_m + 0.25
+        prim = wld.primitive(lm)
+        pos, size = prim.pos, prim.size
+        reach = (max(size[0], size[1]) if prim.kind == 'box' else size[0]) + clearance_m + 0.25
         angle = rng.uniform(-math.pi, math.pi)
         goal = (float(pos[0]) + reach * math.cos(angle), float(pos[1]) + reach * math.sin(angle))
         if not grid.is_free(*goal):

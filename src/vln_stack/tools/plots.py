@@ -9,34 +9,19 @@ import cv2
 import numpy as np
 
 from ..core.episodes import Episode
-
-
-def _world_geoms(world: str) -> list[tuple[str, tuple, tuple, tuple]]:
-    """(type, pos, size, rgba) of the static world geoms, read from the simulator's MJCF."""
-    import os
-    os.environ.setdefault('MUJOCO_GL', 'egl')
-    import mujoco
-
-    from ..sim.worlds import RobotBody, build_mjcf
-    model = mujoco.MjModel.from_xml_string(build_mjcf(world, RobotBody(), (0, 0, 0)))
-    out = []
-    names = {int(mujoco.mjtGeom.mjGEOM_BOX): 'box', int(mujoco.mjtGeom.mjGEOM_CYLINDER): 'cyl',
-             int(mujoco.mjtGeom.mjGEOM_SPHERE): 'sphere'}
-    for i in range(model.ngeom):
-        kind = names.get(int(model.geom_type[i]))
-        if model.geom_bodyid[i] != 0 or kind is None:
-            continue
-        out.append((kind, tuple(model.geom_pos[i]),
-                    tuple(model.geom_size[i]), tuple(model.geom_rgba[i])))
-    return out
+from ..sim.worlds import get_world
 
 
 def trajectory_plot(path: Path, episode: Episode, trajectory: Sequence[tuple[float, float]],
                     *, title: str = '', px_per_m: float = 50.0) -> Path:
-    geoms = _world_geoms(episode.world)
+    prims = get_world(episode.world).primitives
     pts = np.array(list(trajectory) + list(episode.reference_path), dtype=float)
-    xs = [g[1][0] - g[2][0] for g in geoms] + [g[1][0] + g[2][0] for g in geoms] + list(pts[:, 0])
-    ys = [g[1][1] - g[2][1] for g in geoms] + [g[1][1] + g[2][1] for g in geoms] + list(pts[:, 1])
+    xs, ys = list(pts[:, 0]), list(pts[:, 1])
+    for prim in prims:   # world extent from each primitive's top-down box
+        shape, v = prim.footprint()
+        box = v if shape == 'rect' else (v[0] - v[2], v[1] - v[2], v[0] + v[2], v[1] + v[2])
+        xs += [box[0], box[2]]
+        ys += [box[1], box[3]]
     x0, x1, y0, y1 = min(xs) - 0.5, max(xs) + 0.5, min(ys) - 0.5, max(ys) + 0.5
     w, h = int((x1 - x0) * px_per_m), int((y1 - y0) * px_per_m) + 40
     img = np.full((h, w, 3), 250, np.uint8)
@@ -44,13 +29,13 @@ def trajectory_plot(path: Path, episode: Episode, trajectory: Sequence[tuple[flo
     def px(x: float, y: float) -> tuple[int, int]:
         return int((x - x0) * px_per_m), int(40 + (y1 - y) * px_per_m)
 
-    for kind, pos, size, rgba in sorted(geoms, key=lambda g: g[1][2]):
-        color = tuple(int(255 * c) for c in rgba[2::-1])  # RGB -> BGR
-        if kind == 'box':
-            cv2.rectangle(img, px(pos[0] - size[0], pos[1] + size[1]),
-                          px(pos[0] + size[0], pos[1] - size[1]), color, -1)
+    for prim in sorted(prims, key=lambda p: p.pos[2]):
+        color = tuple(int(255 * c) for c in prim.rgba[2::-1])  # RGB -> BGR
+        shape, v = prim.footprint()
+        if shape == 'rect':
+            cv2.rectangle(img, px(v[0], v[3]), px(v[2], v[1]), color, -1)
         else:
-            cv2.circle(img, px(pos[0], pos[1]), max(1, int(size[0] * px_per_m)), color, -1)
+            cv2.circle(img, px(v[0], v[1]), max(1, int(v[2] * px_per_m)), color, -1)
     gx, gy = episode.goal
     cv2.circle(img, px(gx, gy), int(episode.success_radius_m * px_per_m), (0, 160, 0), 2)
     ref = np.array([px(*p) for p in episode.reference_path], np.int32)

@@ -26,6 +26,14 @@ def config_dir() -> Path:
     raise FileNotFoundError(f'config folder with params.yaml not found in {candidates}')
 
 
+def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(our CLI arguments, ['--ros-args', ...]) for tools that take both."""
+    if '--ros-args' in argv:
+        i = argv.index('--ros-args')
+        return argv[:i], argv[i:]
+    return argv, []
+
+
 def _param_arg(name: str, value: Any) -> str:
     if isinstance(value, bool):
         text = 'true' if value else 'false'
