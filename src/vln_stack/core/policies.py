@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .actions import Action, MoveSpec
@@ -21,19 +21,29 @@ class Observation:
     pose: Pose2D | None = None          # odom-frame pose (oracle)
     tokens: Any = None                  # torch.Tensor [N, D] fused tokens of the current frame
     stamp_s: float = 0.0
+    image: Any = None                   # numpy HxWx3 uint8 RGB camera frame (needs_image backends)
 
 
 @dataclass
 class Decision:
+    """One policy answer. ``action`` is the move to execute now; ``more`` the rest of a chunk
+    (executed without a new decision); ``valid`` False when the model's output did not parse
+    (``action`` is then STOP and ``raw``/``reason`` say why)."""
+
     action: Action
     raw: str = ''
     valid: bool = True
     latency_ms: float = 0.0
+    more: list[Action] = field(default_factory=list)
+    subgoal: str = ''                   # current subgoal (zero-shot backends)
+    thought: str = ''                   # the model's stated reasoning, for the log
+    reason: str = ''                    # why the decision is what it is (errors, retries)
 
 
 class PolicyBackend:
     needs_pose = False
     needs_tokens = False
+    needs_image = False
 
     def reset(self, instruction: str) -> None:  # new episode
         pass
