@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+
 import subprocess
 import sys
 import time
@@ -348,7 +350,8 @@ def test_bag_play_sqlite3_and_clock(procs, rclpy_node, shared_data, tmp_path):
     spin_until(rclpy_node, lambda: len(got) == 10, 1.0)
     assert player.returncode == 0 and 'done (end): 10 msgs' in _logs(procs), _logs(procs)
     sent = [deserialize_message(r, CompressedImage) for r in raws]
-    assert [bytes(m.data) for m in got] == [bytes(m.data) for m in sent]  # JPEGs byte for byte
+    digest = lambda msgs: [hashlib.sha1(bytes(m.data)).hexdigest()[:10] for m in msgs]  # noqa: E731
+    assert digest(got) == digest(sent)  # JPEGs byte for byte (digests keep a failure readable)
     assert [stamp_s(m) for m in got] == pytest.approx([GO2_T0 + 0.5 * i for i in range(10)])
     assert len(clocks) >= 20  # 0.9 s of playback at 50 Hz
     t_clock = [c.clock.sec + c.clock.nanosec * 1e-9 for c in clocks]

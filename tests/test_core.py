@@ -222,18 +222,56 @@ def test_core_never_imports_rclpy():
     assert out.stdout.strip() == 'False'
 
 
-def test_bounded_history_keeps_sinks_and_window():
-    import torch
+def test_loop_chunk_runs_without_new_decisions_and_ends_with_a_result():
+    loop = DecisionLoop(LoopConfig(max_steps=10))
+    loop.start('x', 0.0)
+    assert loop.frame_ready(0.0, 0.1)
+    out = loop.on_decision(Action.MOVE_FORWARD, 0.2,
+                           more=[Action.TURN_LEFT, Action.STOP, Action.MOVE_FORWARD])
+    assert out == [Action.MOVE_FORWARD] and loop.s.queued == ['TURN_LEFT', 'STOP']
+    assert loop.on_move_done('succeeded', '', 1.0) == [Action.TURN_LEFT]   # no frame needed
+    assert not loop.frame_ready(1.0, 1.1)
+    assert loop.on_move_done('succeeded', '', 2.0) == [Action.STOP]
+    assert (loop.s.state, loop.s.result, loop.s.step) == ('stopped', 'succeeded', 2)
+    loop.start('y', 3.0)
+    loop.frame_ready(3.0, 3.0)
+    loop.on_decision(Action.MOVE_FORWARD, 3.0)
+    assert loop.cancel(3.5) == [Action.STOP] and loop.s.result == 'canceled'
 
-    from vln_stack.core.policies import BoundedHistory
-    hist = BoundedHistory(initial_frames=2, window_frames=3)
-    for i in range(50):
-        hist.append(torch.full((4, 8), float(i)))
-        assert len(hist) == min(i + 1, 5)
-    kept = [int(t[0, 0]) for t in hist.frames()]
-    assert kept == [0, 1, 47, 48, 49]
-    assert hist.frames()[0].dtype == torch.float32 and hist.frames_seen == 50
-    hist.clear()
-    assert len(hist) == 0
-    with pytest.raises(ValueError):
-        BoundedHistory(0, 3)
+
+def test_loop_drops_a_slow_decision_and_ignores_its_late_answer():
+    loop = DecisionLoop(LoopConfig(decision_timeout_s=2.0, max_dropped=2, frame_timeout_s=5.0))
+    loop.start('x', 0.0)
+    assert loop.frame_ready(0.0, 0.0)
+    seq = loop.s.decision_seq
+    assert loop.tick(1.0) == [] and loop.s.state == 'deciding'
+    assert loop.tick(2.5) == [] and loop.s.state == 'waiting_frame'     # dropped, robot holds
+    assert 'dropped' in loop.s.reason
+    assert loop.on_decision(Action.MOVE_FORWARD, 2.6, seq=seq) == []    # the late answer
+    assert not loop.frame_ready(2.4, 2.6)                               # older than the drop
+    assert loop.frame_ready(2.7, 2.8)
+    assert loop.on_decision(Action.TURN_LEFT, 2.9, seq=seq) == []       # still the old id
+    assert loop.on_decision(Action.TURN_LEFT, 2.9, seq=loop.s.decision_seq) == [Action.TURN_LEFT]
+    loop.on_move_done('succeeded', '', 4.0)
+    loop.frame_ready(4.0, 4.0)
+    assert loop.tick(6.5) == [] and loop.s.dropped == 1
+    loop.frame_ready(6.6, 6.6)
+    assert loop.tick(9.0) == [Action.STOP]                              # 2nd drop in a row
+    assert loop.s.state == 'failed' and loop.s.result == 'error' and '2 decisions' in loop.s.reason
+
+
+def test_loop_refused_move_holds_and_asks_again():
+    loop = DecisionLoop(LoopConfig(max_steps=3))
+    loop.start('x', 0.0)
+    loop.frame_ready(0.0, 0.0)
+    loop.on_decision(Action.MOVE_FORWARD, 0.1, more=[Action.MOVE_FORWARD])
+    assert loop.on_move_done('refused', 'obstacle 0.31 m ahead', 0.2) == []
+    assert loop.s.state == 'waiting_frame' and loop.s.queued == [] and loop.s.refused == 1
+    assert 'obstacle' in loop.s.reason and loop.s.last_executed == ''
+    loop.frame_ready(0.3, 0.3)
+    loop.on_decision(Action.TURN_LEFT, 0.4)
+    loop.on_move_done('succeeded', '', 1.0)
+    loop.frame_ready(1.0, 1.0)
+    loop.on_decision(Action.MOVE_FORWARD, 1.1)
+    assert loop.on_move_done('succeeded', '', 2.0) == [Action.STOP]
+    assert loop.s.result == 'step_limit'

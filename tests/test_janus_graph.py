@@ -54,8 +54,10 @@ def test_janus_graph_encodes_every_frame_and_fails_safe(procs, rclpy_node, tiny_
     cfg = json.loads((tiny_checkpoint / 'config.json').read_text())
     width = cfg.get('text_config', cfg).get('hidden_size', cfg.get('hidden_size'))
     msg = got['tokens'][-1]
-    assert msg.encoding == '32FC1' and msg.width == width
     info = got['info'][-1]
+    # janus in its default `released` mode: semantic | spatial tokens, fused in the policy
+    assert info['layout'] == 'split'
+    assert msg.encoding == '32FC1' and msg.width == 2 * width
     gh, gw = info['grid_hw']
     assert msg.height == gh * gw == info['tokens']
     arr = np.frombuffer(bytes(msg.data), np.float32)

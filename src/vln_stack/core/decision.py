@@ -1,7 +1,19 @@
 """The decision loop: one policy decision per executed move, each on a fresh camera frame.
 
-ROS-free state machine; the decision node feeds it instructions, frame stamps, move reports and
-the clock, and publishes what it returns. Every failure path ends in STOP.
+ROS-free state machine; the decision node feeds it instructions, frame stamps, decisions, move
+reports and the clock, and publishes what it returns. Every failure path ends in STOP.
+
+- A decision is taken only on a frame stamped after the last move completed and younger than
+  ``max_frame_age_s``.
+- A decision that takes longer than ``decision_timeout_s`` is dropped (its late answer is ignored,
+  identified by `LoopState.decision_seq`); the robot holds still and the loop waits for a new frame.
+  ``max_dropped`` drops in a row end the episode.
+- A policy may answer a chunk of moves: they are executed one after the other without a new
+  decision (each still reported done by the controller).
+- A move the robot side refuses (e.g. an obstacle inside the margin) holds the robot; the loop
+  records why and asks the policy again on a fresh frame.
+- Every episode ends with a `result`: ``succeeded`` (the policy chose STOP), ``canceled``,
+  ``preempted`` (a new instruction arrived), ``step_limit`` or ``error``, and a reason.
 """
 from __future__ import annotations
 
@@ -12,6 +24,7 @@ from .actions import Action
 IDLE, WAITING_FRAME, DECIDING, MOVING = 'idle', 'waiting_frame', 'deciding', 'moving'
 SUCCEEDED, CANCELED, FAILED = 'stopped', 'canceled', 'failed'
 TERMINAL = (IDLE, SUCCEEDED, CANCELED, FAILED)
+RESULTS = ('succeeded', 'canceled', 'preempted', 'step_limit', 'error')
 
 
 @dataclass
@@ -20,6 +33,8 @@ class LoopConfig:
     move_timeout_s: float = 30.0
     frame_timeout_s: float = 5.0
     max_frame_age_s: float = 1.0      # a frame older than this (vs now) is stale
+    decision_timeout_s: float = 10.0  # a slower decision is dropped (0 = no limit)
+    max_dropped: int = 3              # drops in a row that end the episode
 
 
 @dataclass
@@ -27,11 +42,16 @@ class LoopState:
     state: str = IDLE
     instruction: str = ''
     episode: int = 0
-    step: int = 0
+    step: int = 0                     # moves executed
     last_action: str = ''             # the latest decision
     last_executed: str = ''           # the latest move reported done
     reason: str = ''
+    result: str = ''                  # one of RESULTS once the episode ended
     actions: list[str] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)   # rest of a chunk, executed next
+    decision_seq: int = 0             # id of the decision in flight (late answers are ignored)
+    dropped: int = 0                  # decisions dropped in a row
+    refused: int = 0                  # moves refused by the robot side
 
 
 class DecisionLoop:
@@ -45,13 +65,23 @@ class DecisionLoop:
     def active(self) -> bool:
         return self.s.state not in TERMINAL
 
+    def _end(self, state: str, result: str, reason: str) -> list[Action]:
+        was_active = self.active
+        self.s.state, self.s.result, self.s.reason = state, result, reason
+        self.s.queued = []
+        return [Action.STOP] if was_active else []
+
     def start(self, instruction: str, now_s: float) -> list[Action]:
-        """Start (or preempt with) a new instruction. Returns actions to publish (STOP on preempt)."""
+        """Start (or preempt with) a new instruction. Returns actions to publish (STOP on preempt).
+
+        The previous episode, if it was running, ends as ``preempted`` (read `s` before calling
+        to report it)."""
         text = instruction.strip()
         if not text:
             raise ValueError('empty instruction')
         out = [Action.STOP] if self.s.state in (MOVING, DECIDING) else []
-        self.s = LoopState(state=WAITING_FRAME, instruction=text, episode=self.s.episode + 1)
+        self.s = LoopState(state=WAITING_FRAME, instruction=text, episode=self.s.episode + 1,
+                           decision_seq=self.s.decision_seq + 1)
         self._since = now_s
         self._deadline = now_s + self.cfg.frame_timeout_s
         return out
@@ -59,16 +89,14 @@ class DecisionLoop:
     def cancel(self, now_s: float, reason: str = 'canceled') -> list[Action]:
         if not self.active:
             return []
-        self.s.state, self.s.reason = CANCELED, reason
-        return [Action.STOP]
+        return self._end(CANCELED, 'canceled', reason)
 
     def fail(self, reason: str) -> list[Action]:
-        was_active = self.active
-        self.s.state, self.s.reason = FAILED, reason
-        return [Action.STOP] if was_active else []
+        return self._end(FAILED, 'error', reason)
 
     def frame_ready(self, frame_stamp_s: float, now_s: float) -> bool:
-        """True (and state -> deciding) when waiting and this frame is fresh enough to decide on."""
+        """True (and state -> deciding) when waiting and this frame is fresh enough to decide on.
+        The decision then in flight is `LoopState.decision_seq`."""
         if self.s.state != WAITING_FRAME:
             return False
         if frame_stamp_s < self._since:
@@ -76,16 +104,31 @@ class DecisionLoop:
         if now_s - frame_stamp_s > self.cfg.max_frame_age_s:
             return False
         self.s.state = DECIDING
+        self.s.decision_seq += 1
+        self._deadline = now_s + self.cfg.decision_timeout_s if self.cfg.decision_timeout_s > 0 \
+            else float('inf')
         return True
 
-    def on_decision(self, action: Action, now_s: float) -> list[Action]:
-        if self.s.state != DECIDING:
+    def on_decision(self, action: Action, now_s: float, more: list[Action] | None = None,
+                    seq: int | None = None) -> list[Action]:
+        """The policy's answer for decision ``seq`` (None: the one in flight). A late answer (its
+        decision was dropped or the episode changed) returns [] and changes nothing."""
+        if self.s.state != DECIDING or (seq is not None and seq != self.s.decision_seq):
             return []
+        self.s.dropped = 0
         self.s.last_action = action.value
         self.s.actions.append(action.value)
         if action is Action.STOP:
-            self.s.state, self.s.reason = SUCCEEDED, 'policy chose STOP'
-            return [Action.STOP]
+            return self._end(SUCCEEDED, 'succeeded', 'policy chose STOP')
+        chunk = []
+        for extra in more or []:
+            chunk.append(extra.value)
+            if extra is Action.STOP:
+                break
+        self.s.queued = chunk
+        return self._move(action, now_s)
+
+    def _move(self, action: Action, now_s: float) -> list[Action]:
         self.s.state = MOVING
         self._deadline = now_s + self.cfg.move_timeout_s
         return [action]
@@ -93,23 +136,49 @@ class DecisionLoop:
     def on_move_done(self, result: str, reason: str, now_s: float) -> list[Action]:
         if self.s.state != MOVING:
             return []
+        if result == 'refused':   # the robot held still; ask again on a fresh frame
+            self.s.refused += 1
+            self.s.step += 1
+            self.s.queued = []
+            self.s.reason = f'{self.s.last_action} refused: {reason}'
+            return self._after_move(now_s)
         if result != 'succeeded':
             return self.fail(f'move {result}: {reason}')
         self.s.step += 1
         self.s.last_executed = self.s.last_action
+        return self._after_move(now_s)
+
+    def _after_move(self, now_s: float) -> list[Action]:
         if self.s.step >= self.cfg.max_steps:
-            self.s.state, self.s.reason = SUCCEEDED, f'max_steps ({self.cfg.max_steps}) reached'
             self.s.actions.append(Action.STOP.value)
-            return [Action.STOP]
+            return self._end(SUCCEEDED, 'step_limit', f'max_steps ({self.cfg.max_steps}) reached')
+        if self.s.queued:
+            nxt = Action(self.s.queued.pop(0))
+            self.s.last_action = nxt.value
+            self.s.actions.append(nxt.value)
+            if nxt is Action.STOP:
+                return self._end(SUCCEEDED, 'succeeded', 'policy chose STOP')
+            return self._move(nxt, now_s)
         self.s.state = WAITING_FRAME
         self._since = now_s
         self._deadline = now_s + self.cfg.frame_timeout_s
         return []
 
     def tick(self, now_s: float) -> list[Action]:
-        """Timeouts: no fresh frame, or a move that never reports done."""
+        """Timeouts: no fresh frame, a decision too slow, or a move that never reports done."""
         if self.s.state == WAITING_FRAME and now_s > self._deadline:
             return self.fail(f'no fresh camera frame for {self.cfg.frame_timeout_s} s')
+        if self.s.state == DECIDING and now_s > self._deadline:
+            self.s.dropped += 1
+            if self.s.dropped >= self.cfg.max_dropped:
+                return self.fail(f'{self.s.dropped} decisions in a row took longer than '
+                                 f'{self.cfg.decision_timeout_s} s')
+            self.s.reason = (f'decision took longer than {self.cfg.decision_timeout_s} s: '
+                             'dropped, robot holds, deciding again on a new frame')
+            self.s.state = WAITING_FRAME
+            self._since = now_s
+            self._deadline = now_s + self.cfg.frame_timeout_s
+            return []
         if self.s.state == MOVING and now_s > self._deadline:
             return self.fail(f'move not reported done within {self.cfg.move_timeout_s} s')
         return []

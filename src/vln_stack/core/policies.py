@@ -73,68 +73,101 @@ class OracleBackend(PolicyBackend):
         return Decision(self.policy.decide(obs.pose), 'oracle')
 
 
-class BoundedHistory:
-    """Past frames' fused tokens kept as sinks + a sliding window, like the encoder memory.
+class JanusBackend(PolicyBackend):
+    """The JanusVLN policy on fused dual-memory tokens, in one of two memory modes.
 
-    The released JanusVLN protocol samples 8 history images evenly over *every* past frame, so
-    its history grows with the episode. Here the first ``initial_frames`` and the last
-    ``window_frames`` frames are kept (fp16), and the 8 samples are drawn from those: memory stops
-    growing at ``initial_frames + window_frames`` frames, and below that bound the prompt is
-    exactly the released one.
+    - ``released``: the published protocol (../shared/CHECKPOINTS.md section 4): every step a
+      prompt of the current frame plus up to 8 history frames sampled evenly over the WHOLE
+      episode, no LLM state between steps, one action word, exact match, anything else STOP (no
+      retry: the released code maps it to STOP, and a greedy re-decode would repeat it). History
+      tokens are kept for every past frame (fp16), so memory grows with the episode as released
+      (bounded by ``max_steps``). With the encoder's ``token_layout: split`` the images use the
+      released fusion (each history image's semantic tokens + lambda x the CURRENT frame's spatial
+      tokens), so published weights see what they were trained on.
+    - ``streaming`` (ours): `StreamingJanusPolicy`, a bounded LLM key/value memory (instruction
+      sink + ``initial_frames`` + ``window_frames`` frame blocks), one new frame per step, chunks
+      of up to ``max_actions`` moves, one retry on unparsable output.
+
+    Token messages are ``[N, D]`` fused tokens, or ``[N, 2D]`` semantic|spatial (split layout).
     """
 
-    def __init__(self, initial_frames: int = 8, window_frames: int = 48) -> None:
-        if initial_frames < 1 or window_frames < 1:
-            raise ValueError('initial_frames and window_frames must be >= 1')
-        self.initial_frames = initial_frames
-        self.window_frames = window_frames
-        self._sinks: list[Any] = []
-        self._window: list[Any] = []
-        self.frames_seen = 0
-
-    def append(self, tokens: Any) -> None:
-        item = tokens.half() if hasattr(tokens, 'half') else tokens
-        if len(self._sinks) < self.initial_frames:
-            self._sinks.append(item)
-        else:
-            self._window.append(item)
-            if len(self._window) > self.window_frames:
-                self._window.pop(0)
-        self.frames_seen += 1
-
-    def frames(self) -> list[Any]:
-        """The kept frames, oldest first, as float32."""
-        return [t.float() if hasattr(t, 'float') else t for t in self._sinks + self._window]
-
-    def __len__(self) -> int:
-        return len(self._sinks) + len(self._window)
-
-    def clear(self) -> None:
-        self._sinks, self._window, self.frames_seen = [], [], 0
-
-
-class JanusBackend(PolicyBackend):
     needs_tokens = True
 
-    def __init__(self, checkpoint_dir: str, device: str = 'cpu', *, history_initial: int = 8,
-                 history_window: int = 48, **_: Any) -> None:
+    def __init__(self, checkpoint_dir: str, device: str = 'cpu', *, janus_mode: str = 'released',
+                 janus_initial_frames: int = 8, janus_window_frames: int = 48,
+                 janus_max_actions: int = 1, janus_retries: int = 1, **_: Any) -> None:
         from ..models.llm_policy import JanusPolicy
+        if janus_mode not in ('released', 'streaming'):
+            raise ValueError(f"janus_mode must be 'released' or 'streaming', got {janus_mode!r}")
         if not checkpoint_dir:
             raise ValueError('policy "janus" needs checkpoint_dir (a local JanusVLN checkpoint '
                              'folder, e.g. models/tiny-janus made by '
                              '`python -m vln_stack.models.tiny_checkpoint --out models/tiny-janus`)')
+        self.mode = janus_mode
         self.policy = JanusPolicy.from_folder(checkpoint_dir, device=device)
-        self.history = BoundedHistory(history_initial, history_window)
+        self.width = int(self.policy.model.get_input_embeddings().weight.shape[1])
+        self.history: list[Any] = []          # released: every past frame's image tokens (fp16)
+        self.stream = None
+        if janus_mode == 'streaming':
+            from ..models.llm_memory import StreamingJanusPolicy
+            self.stream = StreamingJanusPolicy(
+                self.policy, initial_frames=janus_initial_frames,
+                window_frames=janus_window_frames, max_actions=janus_max_actions,
+                retries=janus_retries)
+        self._warned_layout = False
 
     def reset(self, instruction: str) -> None:
-        self.history.clear()
+        self.history = []
+        if self.stream is not None:
+            self.stream.reset(instruction)
+
+    def _grid(self, n: int) -> tuple[int, int]:
+        cols = self.policy.grid_cols or n
+        if n % cols:
+            raise ValueError(f'{n} image tokens are not whole rows of {cols} merged columns')
+        return n // cols, cols
+
+    def _split(self, tokens: Any) -> tuple[Any, Any | None]:
+        """(fused or semantic, spatial or None) from a [N, D] or [N, 2D] token tensor."""
+        if tokens.dim() != 2 or tokens.shape[1] not in (self.width, 2 * self.width):
+            raise ValueError(f'image tokens must be [N, {self.width}] (fused) or '
+                             f'[N, {2 * self.width}] (split), got {tuple(tokens.shape)}')
+        if tokens.shape[1] == self.width:
+            return tokens, None
+        return tokens[:, :self.width], tokens[:, self.width:]
 
     def decide(self, obs: Observation) -> Decision:
         if obs.tokens is None:
-            return Decision(Action.STOP, 'no fused tokens', valid=False)
-        out = self.policy.decide(obs.instruction, self.history.frames(), obs.tokens)
-        self.history.append(obs.tokens)
-        return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms)
+            return Decision(Action.STOP, 'no fused tokens', valid=False, reason='no fused tokens')
+        first, spatial = self._split(obs.tokens.float())
+        grid = self._grid(first.shape[0])
+        if self.stream is not None:
+            fused = first if spatial is None else first + self.policy.lam * spatial
+            out, chunk = self.stream.step(fused, grid)
+            more = [Action(a) for a in chunk[1:]]
+            return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms, more=more,
+                            reason='' if out.valid else f'unparsable answer {out.raw_text[:60]!r}')
+        if spatial is None:
+            if not self._warned_layout:
+                import logging
+                logging.getLogger(__name__).warning(
+                    'janus released mode on fused tokens: per-frame fusion, not the released one '
+                    '(set memory_encoder token_layout: split for the exact protocol)')
+                self._warned_layout = True
+            out = self.policy.decide(obs.instruction, [h.float() for h in self.history], first,
+                                     grid_hw=grid)
+        else:
+            from ..models.dual_encoder import FusedFrame
+
+            def frame(sem: Any, spa: Any) -> Any:
+                return FusedFrame(fused=sem, semantic=sem, spatial=spa, grid_hw=grid,
+                                  frame_index=0, memory_frames=0, latency_ms=0.0)
+            past = [frame(h.float(), None) for h in self.history]
+            out = self.policy.decide(obs.instruction, past, frame(first, spatial),
+                                     fusion='released')
+        self.history.append(first.half())
+        return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms,
+                        reason='' if out.valid else f'not an action word: {out.raw_text[:60]!r}')
 
 
 class RandomBackend(PolicyBackend):
@@ -157,10 +190,17 @@ class RandomBackend(PolicyBackend):
         return Decision(self._rng.choices(self.ACTIONS, self.WEIGHTS)[0], 'random')
 
 
+def _openai_backend(**kwargs: Any) -> PolicyBackend:
+    """Zero-shot chat model behind an OpenAI-compatible endpoint (vln_stack.zero_shot)."""
+    from ..zero_shot.backend import OpenAIBackend
+    return OpenAIBackend(**kwargs)
+
+
 BACKENDS: dict[str, Callable[..., PolicyBackend]] = {
     'oracle': OracleBackend,
     'janus': JanusBackend,
     'random': RandomBackend,
+    'openai': _openai_backend,
 }
 
 

@@ -35,12 +35,17 @@ class EncoderConfig:
     window_frames: int = 0            # > 0 overrides the checkpoint's sliding window
     autostart: bool = True            # configure + activate on start-up
     torch_threads: int = 1            # CPU threads for torch (0 = torch's default)
+    token_layout: str = 'fused'       # 'fused' [N, D] | 'split' [N, 2D] semantic|spatial (the
+                                      # janus policy's released mode fuses them as released)
 
 
 class EncoderNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__('memory_encoder')
         self.cfg = declare_config(self, EncoderConfig)
+        if self.cfg.token_layout not in ('fused', 'split'):
+            raise ValueError(f"token_layout must be 'fused' or 'split', got "
+                             f"{self.cfg.token_layout!r}")
         self.encoder = None
         self._active = False
         self._latest: Image | None = None
@@ -150,11 +155,16 @@ class EncoderNode(LifecycleNode):
                 continue
             self._stats['encoded'] += 1
             self._stats['latency_ms'] = out.latency_ms
-            self.tokens_pub.publish(tokens_to_image_msg(out.fused.numpy(), msg.header))
+            if self.cfg.token_layout == 'split':
+                tokens = np.concatenate([out.semantic.numpy(), out.spatial.numpy()], axis=1)
+            else:
+                tokens = out.fused.numpy()
+            self.tokens_pub.publish(tokens_to_image_msg(tokens, msg.header))
             self.info_pub.publish(String(data=json.dumps({
                 'stamp': msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
                 'frame_index': out.frame_index, 'memory_frames': out.memory_frames,
                 'grid_hw': list(out.grid_hw), 'tokens': int(out.fused.shape[0]),
+                'layout': self.cfg.token_layout,
                 'width': int(out.fused.shape[1]), 'latency_ms': round(out.latency_ms, 2)})))
 
     def _publish_diagnostics(self) -> None:

@@ -287,7 +287,7 @@ def _run(args: argparse.Namespace, reader: Any, node: Any, by_topic: dict[str, l
         if lacking:
             _log(f'no subscriber after {args.wait_subscribers:g} s on {lacking}; playing anyway')
         else:
-            time.sleep(0.25)  # the subscribers' side of the match may lag the publishers'
+            time.sleep(1.0)  # the subscribers' side of the match may lag the publishers' (loaded CI)
 
     start_ns = reader.start_time + int(round(args.start_offset * 1e9))
     end_ns = reader.end_time

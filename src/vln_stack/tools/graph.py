@@ -18,7 +18,21 @@ NODES = {
     'decision': 'vln_stack.nodes.decision_node',
     'waypoint': 'vln_stack.nodes.waypoint_node',
     'velocity_controller': 'vln_stack.nodes.controller_node',
+    'safety': 'vln_stack.nodes.safety_node',
 }
+
+
+def _safety_in_sim(names: list[str]) -> dict[str, Any]:
+    """Safety-node settings for a (partial) simulated graph: obstacles from the simulator's depth
+    image; only the heartbeats of nodes that run are watched."""
+    out: dict[str, Any] = {'obstacle_source': 'depth'}
+    if 'decision' not in names:
+        out['status_timeout_s'] = 0.0
+    if 'memory_encoder' not in names:
+        out['encoder_timeout_s'] = 0.0
+    if 'camera_ingest' not in names:
+        out['camera_topic'] = 'camera/image_raw'
+    return out
 
 
 def sim_graph(*, episode_file: Path, episode_id: str = '', robot: str = 'go2',
@@ -27,10 +41,18 @@ def sim_graph(*, episode_file: Path, episode_id: str = '', robot: str = 'go2',
               include: tuple[str, ...] | None = None, namespace: str = '',
               image_size: tuple[int, int] = (320, 240),
               overrides: dict[str, dict[str, Any]] | None = None) -> list[NodeSpec]:
-    """Specs of the simulated stack: sim bridge + camera ingest + encoder + decision + motion.
+    """Specs of the simulated stack: sim bridge + camera ingest + encoder + decision + motion
+    (waypoint, velocity controller, safety).
 
     The simulator renders ``image_size`` and the camera ingest passes it through unscaled.
+    The safety node goes wherever the velocity controller goes (it owns ``cmd_vel``).
     """
+    names = list(NODES)
+    if not with_encoder:
+        names.remove('memory_encoder')
+    if include is not None:
+        wanted = set(include) | ({'safety'} if 'velocity_controller' in include else set())
+        names = [n for n in names if n in wanted]
     cfg = config_dir()
     params = [params_file or cfg / 'params.yaml']
     prof = load_profile(robot, cfg).node_params()
@@ -45,18 +67,17 @@ def sim_graph(*, episode_file: Path, episode_id: str = '', robot: str = 'go2',
         'memory_encoder': {**sim_time, 'checkpoint_dir': checkpoint_dir},
         'decision': {**sim_time, 'policy': policy, 'episode_file': str(episode_file),
                      'episode_id': episode_id, 'checkpoint_dir': checkpoint_dir},
-        'waypoint': {**sim_time},
+        'waypoint': {**sim_time, **prof['waypoint']},
         'velocity_controller': {**sim_time, **prof['velocity_controller']},
+        'safety': {**sim_time, **prof['safety'], **_safety_in_sim(names)},
     }
     if not checkpoint_dir:
         per_node['memory_encoder'].pop('checkpoint_dir')
         per_node['decision'].pop('checkpoint_dir')
     for name, extra in (overrides or {}).items():
         per_node.setdefault(name, {}).update(extra)
-    names = list(NODES)
-    if not with_encoder:
-        names.remove('memory_encoder')
-    if include is not None:
-        names = [n for n in names if n in include]
+    if policy == 'janus' and per_node['decision'].get('janus_mode', 'released') == 'released':
+        # the released protocol fuses history images with the current frame's spatial tokens
+        per_node['memory_encoder'].setdefault('token_layout', 'split')
     return [NodeSpec(NODES[n], n, list(params), per_node.get(n, {}), {}, namespace)
             for n in names]
