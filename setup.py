@@ -33,10 +33,12 @@ setup(
             f'decision = {PACKAGE}.nodes.decision_node:main',
             f'waypoint = {PACKAGE}.nodes.waypoint_node:main',
             f'velocity_controller = {PACKAGE}.nodes.controller_node:main',
+            f'safety = {PACKAGE}.nodes.safety_node:main',
             f'sim_bridge = {PACKAGE}.nodes.sim_bridge_node:main',
             f'vln_demo = {PACKAGE}.tools.run_episode:main',
             f'vln_bag_play = {PACKAGE}.tools.bag_play:main',
             f'vln_action_report = {PACKAGE}.tools.action_report:main',
+            f'vln_safety_report = {PACKAGE}.tools.safety_report:main',
         ],
     },
 )

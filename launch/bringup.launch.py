@@ -1,4 +1,4 @@
-"""Robot bringup: camera ingest, memory encoder, decision, waypoint, velocity controller.
+"""Robot bringup: camera ingest, memory encoder, decision, waypoint, velocity controller, safety.
 
     ros2 launch vln_stack bringup.launch.py robot:=go2 instruction:="go to the green plant"
 
@@ -50,6 +50,9 @@ def _nodes(context, *_, **__):
                                       'instruction': arg['instruction']}),
         node('waypoint', 'waypoint'),
         node('velocity_controller', 'velocity_controller'),
+        # the only publisher of cmd_vel: bounds vln/cmd_vel_request, watchdogs, e-stop
+        node('safety', 'safety',
+             {} if arg['policy'] == 'janus' else {'encoder_timeout_s': 0.0}),
     ]
 
 

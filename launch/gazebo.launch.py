@@ -91,6 +91,9 @@ def _actions(context, *_, **__):
                           'checkpoint_dir': arg['checkpoint_dir'], 'instruction': instruction}),
         node('waypoint', common),
         node('velocity_controller', common),
+        # the generated SDF has no depth camera: watchdogs, e-stop and limits only
+        node('safety', {**common, 'obstacle_source': 'none',
+                        **({} if arg['policy'] == 'janus' else {'encoder_timeout_s': 0.0})}),
     ]
 
 

@@ -53,6 +53,10 @@ def _nodes(context, *_, **__):
                           'checkpoint_dir': arg['checkpoint_dir'], 'instruction': instruction}),
         node('waypoint', common),
         node('velocity_controller', common),
+        # between the controller (vln/cmd_vel_request) and the base (cmd_vel)
+        node('safety', {**common, 'obstacle_source': 'depth',
+                        # the encoder is on the model path only when the policy reads its tokens
+                        **({} if arg['policy'] == 'janus' else {'encoder_timeout_s': 0.0})}),
     ]
 
 

@@ -20,6 +20,7 @@ CONFIGS = {
     'decision': ('vln_stack.nodes.decision_node', 'DecisionConfig'),
     'waypoint': ('vln_stack.nodes.waypoint_node', 'WaypointConfig'),
     'velocity_controller': ('vln_stack.nodes.controller_node', 'ControllerConfig'),
+    'safety': ('vln_stack.nodes.safety_node', 'SafetyNodeConfig'),
     'sim_bridge': ('vln_stack.nodes.sim_bridge_node', 'SimBridgeConfig'),
 }
 

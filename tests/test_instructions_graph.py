@@ -85,7 +85,7 @@ class _Graph:
         assert self.spin_until(lambda: self.status and self.odom and
                                self.pub.get_subscription_count() > 0, 90), \
             f'graph not up: dead={self.procs.dead()}'
-        self.spin_until(lambda: False, 1.0)
+        self.spin_until(lambda: False, 3.0)   # let every node match every other (loaded CI)
 
     def instruct(self, text: str) -> None:
         from std_msgs.msg import String
@@ -156,14 +156,14 @@ def test_openai_backend_drives_an_episode_and_bad_replies_stop_the_robot(
     g.instruct('Go to the door.')
     res = g.wait_result(2, 60)
     assert res['result'] == 'error' and res['steps'] == 0, res
-    assert 'invalid policy output' in res['reason']
+    assert 'no valid action' in res['reason']
     assert g.actions[-1] == 'STOP' and g.odom[-1][1].distance_to(p0) < 0.02
 
     # the server hangs: the client times out (1 s, one retry) -> STOP, robot still
     g.instruct('Go to the window.')
     res = g.wait_result(3, 60)
     assert res['result'] == 'error' and res['steps'] == 0, res
-    assert 'time' in res['reason'].lower(), res
+    assert 'no reply within 1 s' in res['reason'], res
     assert g.spin_until(lambda: g.still(0.5), 5) and g.odom[-1][1].distance_to(p0) < 0.02
     assert not procs.dead(), procs.dead()
 
@@ -185,9 +185,10 @@ def test_instruction_preempted_mid_move_then_cancelled(procs, rclpy_node):
     g.instruct('Actually, go to the plant instead.')        # preempt mid-move
     first = g.wait_result(1, 10)
     assert first['result'] == 'preempted' and first['episode'] == 1, first
-    assert 'STOP' in g.actions
+    assert g.spin_until(lambda: 'STOP' in g.actions, 2.0), g.actions
+    assert g.spin_until(lambda: g.odom[-1][2] < 0.02, 3.0), 'did not stop on preemption'
     assert g.spin_until(lambda: g.status.get('episode') == 2 and g.odom[-1][2] > 0.15, 30), \
-        g.status
+        g.status                                            # the new instruction's first move
     client = rclpy_node.create_client(Trigger, 'vln/cancel')
     assert client.wait_for_service(timeout_sec=5.0)
     fut = client.call_async(Trigger.Request())
@@ -201,4 +202,4 @@ def test_instruction_preempted_mid_move_then_cancelled(procs, rclpy_node):
     assert t_stop < 1.5, t_stop
     g.spin_until(lambda: False, 1.5)
     assert g.still(1.0)
-    assert math.isfinite(second['distance_m']) and second['distance_m'] > 0.1
+    assert math.isfinite(second['distance_m']) and second['distance_m'] > 0.005   # it had started

@@ -1,7 +1,9 @@
-"""Velocity controller: tracks vln/goal on odometry, publishes cmd_vel, reports vln/move_done.
+"""Velocity controller: tracks vln/goal on odometry, reports vln/move_done.
 
-Safety: zero twist when a move ends, when odometry is stale or non-finite, when the decision
-node's heartbeat (vln/status) is lost, or when a move times out.
+Its twist goes to ``vln/cmd_vel_request``; the safety node bounds it and owns ``cmd_vel``.
+Zero twist when a move ends, when odometry is stale or non-finite, when the decision node's
+heartbeat (vln/status) is lost, or when a move times out; a move is aborted at once when the
+safety node (vln/safety) reports the e-stop, or forward motion blocked for ``blocked_abort_s``.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ..core.controller import ControlLimits, MoveTracker
 from ..core.geometry import Pose2D, wrap_angle
 from ..core.waypoint import MoveGoal
 from ..core.actions import Action
-from ..ros.common import declare_config, run_node
+from ..ros.common import declare_config, publish_final, run_node
 from ..ros.convert import pose2d_from_odom, pose2d_from_pose_stamped
 
 
@@ -35,6 +37,8 @@ class ControllerConfig:
     control_rate_hz: float = 50.0
     odom_timeout_s: float = 0.5
     decision_timeout_s: float = 1.5   # stop when vln/status is silent this long (0 disables)
+    move_timeout_s: float = 0.0       # per-move time limit; 0 = 3 x nominal duration + 3 s
+    blocked_abort_s: float = 1.0      # abort a forward move the safety node blocks this long
     mode_service: str = ''            # std_srvs/Trigger to call once (Stretch navigation mode)
 
 
@@ -51,12 +55,14 @@ class ControllerNode(Node):
         self._status_time: Time | None = None
         self._tracker: MoveTracker | None = None
         self._zero_pending = 0
-        self.cmd_pub = self.create_publisher(Twist, 'cmd_vel', 10)
+        self._blocked_since: Time | None = None
+        self.cmd_pub = self.create_publisher(Twist, 'vln/cmd_vel_request', 10)
         self.done_pub = self.create_publisher(String, 'vln/move_done', 10)
         self.create_subscription(Odometry, 'odom', self._on_odom, 20)
         self.create_subscription(PoseStamped, 'vln/goal', self._on_goal, 10)
         self.create_subscription(String, 'vln/status', self._on_status, 10)
         self.create_subscription(String, 'vln/action', self._on_action, 10)
+        self.create_subscription(String, 'vln/safety', self._on_safety, 10)
         self.create_timer(1.0 / c.control_rate_hz, self._tick)
         if c.mode_service:
             self._switch_mode(c.mode_service)
@@ -83,6 +89,26 @@ class ControllerNode(Node):
                 self._zero_pending = 3
                 self.cmd_pub.publish(Twist())
 
+    def _on_safety(self, msg: String) -> None:
+        try:
+            st = json.loads(msg.data)
+        except ValueError:
+            return
+        tr, now = self._tracker, self.get_clock().now()
+        if st.get('estop') and tr is not None:
+            self._finish('aborted', 'e-stop engaged (vln/safety): reset it with the vln/estop '
+                         'service before the next move')
+            return
+        blocked = bool(st.get('forward_blocked')) and tr is not None and \
+            tr.goal.action is Action.MOVE_FORWARD
+        if not blocked:
+            self._blocked_since = None
+        elif self._blocked_since is None:
+            self._blocked_since = now
+        elif self._age(self._blocked_since, now) >= self.cfg.blocked_abort_s:
+            self._finish('aborted', 'the safety node blocks forward motion (obstacle ahead or '
+                         'no obstacle data): turn away or clear the path')
+
     def _on_status(self, _msg: String) -> None:
         self._status_time = self.get_clock().now()
 
@@ -104,7 +130,9 @@ class ControllerNode(Node):
             # keep the heading of the current pose for a straight move
             start = Pose2D(start.x, start.y, math.atan2(target.y - start.y, target.x - start.x))
         goal = MoveGoal(action=action, start=start, target=target)
-        self._tracker = MoveTracker(goal, self.limits, now.nanoseconds * 1e-9)
+        self._blocked_since = None
+        self._tracker = MoveTracker(goal, self.limits, now.nanoseconds * 1e-9,
+                                    timeout_s=self.cfg.move_timeout_s or None)
         self._tick()
 
     def _age(self, t: Time | None, now: Time) -> float:
@@ -150,7 +178,7 @@ class ControllerNode(Node):
         self.cmd_pub.publish(cmd)
 
     def on_shutdown(self) -> None:
-        self.cmd_pub.publish(Twist())
+        publish_final(self.cmd_pub, Twist())
 
 
 def main(args: list[str] | None = None) -> int:

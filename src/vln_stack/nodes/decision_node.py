@@ -149,11 +149,11 @@ class DecisionNode(Node):
         except ValueError as exc:
             self.get_logger().error(f'instruction refused: {exc}')
             return
+        self._publish(out)   # STOP first when a running episode is preempted
         if was_active:
             self.get_logger().info(f'episode {previous.episode} preempted by a new instruction')
             previous.result, previous.reason = 'preempted', 'a new instruction arrived'
             self._publish_result(previous)
-        self._publish(out)
         self._distance, self._subgoal = 0.0, ''
         try:
             self.backend.reset(self.loop.s.instruction)
@@ -236,7 +236,7 @@ class DecisionNode(Node):
             self.get_logger().error(f'{why}: STOP')
         self._publish(self.loop.on_decision(dec.action, self._now(), dec.more, seq))
         if not dec.valid:
-            self.loop.s.result, self.loop.s.reason = 'error', f'invalid policy output: {why}'
+            self.loop.s.result, self.loop.s.reason = 'error', f'no valid action: {why}'
         chunk = f' (+{",".join(a.value for a in dec.more)})' if dec.more else ''
         thought = f' - {dec.thought[:80]}' if dec.thought else ''
         self.get_logger().info(f'step {self.loop.s.step}: {dec.action.value}{chunk} '
@@ -276,10 +276,13 @@ class DecisionNode(Node):
 
     def _publish_result(self, s) -> None:
         self._reported = max(self._reported, s.episode)
-        level = self.get_logger().info if s.result in ('succeeded', 'canceled', 'preempted') \
-            else self.get_logger().warning
-        level(f'episode {s.episode} ended: {s.result} ({s.reason}) after {s.step} moves, '
-              f'{self._distance:.2f} m')
+        text = (f'episode {s.episode} ended: {s.result} ({s.reason}) after {s.step} moves, '
+                f'{self._distance:.2f} m')
+        # (rclpy fixes a log call site's severity: one call per level)
+        if s.result in ('succeeded', 'canceled', 'preempted'):
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
         self.result_pub.publish(String(data=json.dumps({
             'episode': s.episode, 'instruction': s.instruction, 'result': s.result,
             'reason': s.reason, 'steps': s.step, 'distance_m': round(self._distance, 3),

@@ -1,5 +1,10 @@
 """Headless MuJoCo simulator bridge: /clock, camera image + camera_info, odom out; cmd_vel in.
 
+Also a depth image ``camera/depth/image_raw`` (32FC1 metres, z-depth, no return = inf) with
+``camera/depth/camera_info`` from the same camera at the camera rate (``publish_depth``), and
+optionally a LaserScan ``scan`` from the depth row that looks level (``publish_scan``; frame
+``scan_frame``: level, at the camera).
+
 Physics runs in its own thread at ``real_time_factor`` (0 = as fast as possible). Like the real
 drivers (Go2 twist_mux, stretch_driver), the base stops when cmd_vel is older than
 ``cmd_vel_timeout_s``.
@@ -16,15 +21,16 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, LaserScan
 from std_srvs.srv import Trigger
 
 from ..core.episodes import find_episode
 from ..core.geometry import quaternion_from_yaw
 from ..ros.common import declare_config, run_node
 from ..ros.convert import time_from_s
-from ..ros.images import rgb_to_image_msg
-from ..sim.planar_sim import PlanarSim
+from ..core.candidates import CameraModel, horizon_scan
+from ..ros.images import depth_to_image_msg, rgb_to_image_msg
+from ..sim.robots import make_sim
 from ..sim.worlds import RobotBody
 
 
@@ -43,10 +49,14 @@ class SimBridgeConfig:
     odom_rate_hz: float = 50.0
     clock_rate_hz: float = 100.0
     real_time_factor: float = 1.0
+    sim_model: str = 'planar'         # planar | go2 (walking) | stretch3 (sim/robots.py)
     cmd_vel_timeout_s: float = 0.5
     odom_frame: str = 'odom'
     base_frame: str = 'base_link'
     camera_frame: str = 'camera_optical_frame'
+    publish_depth: bool = True        # camera/depth/image_raw + camera/depth/camera_info
+    publish_scan: bool = False        # scan (LaserScan) from the level depth row
+    scan_frame: str = 'camera_scan'
 
 
 class SimBridge(Node):
@@ -60,7 +70,7 @@ class SimBridge(Node):
         body = RobotBody(self.cfg.camera_height_m, self.cfg.hfov_deg, self.cfg.image_width,
                          self.cfg.image_height, self.cfg.footprint_length_m,
                          self.cfg.footprint_width_m, self.cfg.camera_pitch_deg)
-        self.sim = PlanarSim(self.episode.world, body, self.episode.start)
+        self.sim = make_sim(self.cfg.sim_model, self.episode.world, body, self.episode.start)
         self._lock = threading.Lock()
         self._last_cmd_sim_t = -1e9
         self._collisions = 0
@@ -69,6 +79,12 @@ class SimBridge(Node):
             Image, 'camera/image_raw', QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
         self.info_pub = self.create_publisher(CameraInfo, 'camera/camera_info', 10)
         self.odom_pub = self.create_publisher(Odometry, 'odom', 20)
+        if self.cfg.publish_depth or self.cfg.publish_scan:
+            self.depth_pub = self.create_publisher(
+                Image, 'camera/depth/image_raw',
+                QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+            self.depth_info_pub = self.create_publisher(CameraInfo, 'camera/depth/camera_info', 10)
+            self.scan_pub = self.create_publisher(LaserScan, 'scan', 10)
         self.create_subscription(Twist, 'cmd_vel', self._on_cmd_vel, 10)
         self.create_service(Trigger, 'sim/reset', self._on_reset)
         self._stop = threading.Event()
@@ -132,6 +148,10 @@ class SimBridge(Node):
                     rgb = self.sim.render()
                 self.image_pub.publish(rgb_to_image_msg(rgb, stamp, cfg.camera_frame))
                 self.info_pub.publish(self._camera_info(stamp))
+                if cfg.publish_depth or cfg.publish_scan:
+                    with self._lock:
+                        depth = self.sim.render_depth()
+                    self._publish_depth(depth, stamp)
             if cfg.real_time_factor > 0:
                 ahead = (t - sim0) / cfg.real_time_factor - (time.monotonic() - wall0)
                 if ahead > 0:
@@ -152,6 +172,28 @@ class SimBridge(Node):
         msg.twist.twist.linear.x, msg.twist.twist.linear.y = vx, vy
         msg.twist.twist.angular.z = wz
         self.odom_pub.publish(msg)
+
+    def _publish_depth(self, depth, stamp) -> None:
+        info = self._camera_info(stamp)
+        if self.cfg.publish_depth:
+            self.depth_pub.publish(depth_to_image_msg(depth, stamp, self.cfg.camera_frame))
+            self.depth_info_pub.publish(info)
+        if self.cfg.publish_scan:
+            cam = CameraModel(info.k[0], info.k[4], info.k[2], info.k[5], info.width,
+                              info.height, pitch_deg=self.cfg.camera_pitch_deg)
+            try:
+                angle_min, inc, ranges = horizon_scan(depth, cam)
+            except ValueError as exc:
+                self.get_logger().error(f'no scan: {exc}', throttle_duration_sec=10.0)
+                return
+            scan = LaserScan()
+            scan.header.stamp, scan.header.frame_id = stamp, self.cfg.scan_frame
+            scan.angle_min, scan.angle_increment = angle_min, inc
+            scan.angle_max = angle_min + inc * (len(ranges) - 1)
+            scan.scan_time = 1.0 / self.cfg.camera_rate_hz
+            scan.range_min, scan.range_max = 0.05, 20.0
+            scan.ranges = [float(r) for r in ranges]
+            self.scan_pub.publish(scan)
 
     def _camera_info(self, stamp) -> CameraInfo:
         fx, fy, cx, cy = self.sim.intrinsics()

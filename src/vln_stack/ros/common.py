@@ -5,13 +5,16 @@ Nothing here holds robot logic; that lives in the ROS-free ``vln_stack.core`` pa
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import threading
 from typing import Any, Callable, TypeVar
 
 import rclpy
 from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
                              SingleThreadedExecutor)
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 T = TypeVar('T')
 
@@ -43,6 +46,17 @@ def declare_config(node: Node, cfg_cls: type[T], *, prefix: str = '') -> T:
     return cfg_cls(**values)
 
 
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM set ``stop`` instead of shutting the context down under the node."""
+    def handler(_signum, _frame) -> None:
+        stop.set()
+    try:
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:   # not the main thread (embedded use): rclpy's defaults stay
+        pass
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, *,
              threads: int = 1) -> int:
     """Init rclpy, build the node, spin it until shutdown; Humble-compatible (no context manager).
@@ -50,8 +64,14 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, *,
     Callbacks stay short and heavy work runs in the nodes' own worker threads, so one executor
     thread is enough; a MultiThreadedExecutor over one mutually exclusive callback group was
     measured to stall the decision node for up to ~1 s under load.
+
+    SIGINT and SIGTERM end the spin loop while the context is still up, so a node's
+    ``on_shutdown()`` hook can still publish (the motion nodes send a last zero twist); rclpy's
+    own handlers would shut the context down first and drop that message.
     """
-    rclpy.init(args=args)
+    stop = threading.Event()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    _stop_on_signals(stop)
     node = None
     code = 0
     try:
@@ -59,7 +79,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, *,
         executor = (SingleThreadedExecutor() if threads <= 1
                     else MultiThreadedExecutor(num_threads=threads))
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok() and not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)   # returns often enough to see the signal
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # noqa: BLE001 - report, then exit non-zero so supervisors see it
@@ -72,8 +93,19 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, *,
             if shutdown_hook is not None:
                 try:
                     shutdown_hook()
-                except Exception:  # noqa: BLE001 - best effort while going down
-                    pass
+                except Exception as exc:  # noqa: BLE001 - best effort while going down
+                    print(f'[{node.get_name()}] shutdown hook failed: {exc}', file=sys.stderr,
+                          flush=True)
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+def publish_final(publisher, msg, *, timeout_s: float = 0.3) -> bool:
+    """Publish ``msg`` while going down and wait (bounded) until reliable subscribers have it."""
+    from rclpy.duration import Duration
+    publisher.publish(msg)
+    try:
+        return bool(publisher.wait_for_all_acked(Duration(seconds=timeout_s)))
+    except Exception:  # noqa: BLE001 - best effort: not every RMW implements it
+        return False

@@ -105,3 +105,44 @@ def image_msg_to_tokens(msg: Image) -> np.ndarray:
     """sensor_msgs/Image 32FC1 -> writable [N, D] float32 array."""
     check_tokens_msg(msg)
     return np.frombuffer(bytes(msg.data), dtype=np.float32).reshape(msg.height, msg.width).copy()
+
+
+def depth_to_image_msg(depth_m: np.ndarray, stamp: Time, frame_id: str) -> Image:
+    """HxW float depth in metres -> sensor_msgs/Image 32FC1 (REP-118: no return = inf/NaN)."""
+    arr = np.ascontiguousarray(np.asarray(depth_m, dtype=np.float32))
+    if arr.ndim != 2:
+        raise ValueError(f'expected an HxW depth image, got shape {arr.shape}')
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = '32FC1'
+    msg.is_bigendian = 0
+    msg.step = msg.width * 4
+    msg.data = arr.tobytes()
+    return msg
+
+
+def depth_msg_to_metres(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image depth (32FC1 metres or 16UC1 millimetres) -> HxW float32 metres.
+
+    16UC1 zeros (no return) become NaN. Raises ValueError for other encodings or short buffers.
+    """
+    enc = msg.encoding.upper()
+    dtypes = {'32FC1': np.dtype('<f4'), '16UC1': np.dtype('<u2'), 'MONO16': np.dtype('<u2')}
+    if enc not in dtypes:
+        raise ValueError(f'unsupported depth encoding {msg.encoding!r} (32FC1 or 16UC1)')
+    dt = dtypes[enc].newbyteorder('>') if msg.is_bigendian else dtypes[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0 or step < w * dt.itemsize:
+        raise ValueError(f'bad depth image geometry {w}x{h}, step {step}')
+    buf = bytes(msg.data)
+    if len(buf) < step * h:
+        raise ValueError(f'depth image has {len(buf)} bytes, expected {step * h}')
+    rows = np.frombuffer(buf, dtype=np.uint8, count=step * h).reshape(h, step)[:, :w * dt.itemsize]
+    arr = np.ascontiguousarray(rows).view(dt).reshape(h, w)
+    if dt.kind == 'u':
+        out = arr.astype(np.float32) * 0.001
+        out[arr == 0] = np.nan
+        return out
+    return arr.astype(np.float32)

@@ -30,6 +30,7 @@ class PlanarSim:
         self._cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, 'head')
         self._base_geom = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, 'base_body')
         self._renderer: mujoco.Renderer | None = None
+        self._depth_renderer: mujoco.Renderer | None = None   # its own GL buffers, depth mode
         self._cmd = (0.0, 0.0, 0.0)
         self.reset()
 
@@ -92,6 +93,22 @@ class PlanarSim:
         self._renderer.update_scene(self.data, camera=self._cam)
         return self._renderer.render().copy()
 
+    def render_depth(self) -> np.ndarray:
+        """Depth along the optical axis (z-depth, REP-118), HxW float32 metres; the camera of
+        :meth:`render`; no return (sky, beyond the far plane) = +inf."""
+        if self._depth_renderer is None:
+            # a depth sensor sees down to a few centimetres, not MuJoCo's default ~0.2 m
+            self.model.vis.map.znear = min(float(self.model.vis.map.znear),
+                                           0.02 / max(float(self.model.stat.extent), 1e-6))
+            self._depth_renderer = mujoco.Renderer(self.model, self.robot.image_height,
+                                                   self.robot.image_width)
+            self._depth_renderer.enable_depth_rendering()
+        self._depth_renderer.update_scene(self.data, camera=self._cam)
+        depth = self._depth_renderer.render().astype(np.float32, copy=True)
+        far = float(self.model.vis.map.zfar) * float(self.model.stat.extent)
+        depth[depth >= 0.999 * far] = np.inf
+        return depth
+
     def intrinsics(self) -> tuple[float, float, float, float]:
         """(fx, fy, cx, cy) in pixels of the pinhole camera."""
         w, h = self.robot.image_width, self.robot.image_height
@@ -103,3 +120,6 @@ class PlanarSim:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+        if self._depth_renderer is not None:
+            self._depth_renderer.close()
+            self._depth_renderer = None

@@ -35,7 +35,11 @@ class Realised:
 
 
 def measure_profile(robot: str, *, forward_m: float, turn_deg: float, domain: int,
-                    log_dir: Path, rtf: float = 1.0) -> list[Realised]:
+                    log_dir: Path, rtf: float = 1.0, settle_s: float = 0.4,
+                    sequence: list[str] | None = None) -> list[Realised]:
+    """Run ``sequence`` (default :data:`SEQUENCE`) on ``robot``'s simulated counterpart; each
+    action's motion is read ``settle_s / rtf`` s after its move_done (a walking robot takes
+    ~0.5 s to come to rest)."""
     import rclpy
     from nav_msgs.msg import Odometry
     from rclpy.node import Node
@@ -79,15 +83,15 @@ def measure_profile(robot: str, *, forward_m: float, turn_deg: float, domain: in
             spin(0.1)
         if state['pose'] is None:
             raise RuntimeError(f'{robot}: no odometry from the simulator (logs: {log_dir})')
-        spin(1.0)
-        for action in SEQUENCE:
+        spin(2.0)  # the velocity controller's odometry, too
+        for action in sequence or SEQUENCE:
             before = state['pose']
             state['done'] = None
             t0 = time.monotonic()
             pub.publish(String(data=action))
             while state['done'] is None and time.monotonic() - t0 < 30:
                 spin(0.02)
-            spin(0.4 / max(rtf, 0.1))  # settle, then read the pose
+            spin(settle_s / max(rtf, 0.1))  # settle, then read the pose
             after = state['pose']
             c, s = math.cos(before.yaw), math.sin(before.yaw)
             dx, dy = after.x - before.x, after.y - before.y
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--tolerance-m', type=float, default=0.03)
     p.add_argument('--tolerance-deg', type=float, default=3.0)
     p.add_argument('--rtf', type=float, default=1.0)
+    p.add_argument('--settle-s', type=float, default=0.4,
+                   help='read the pose this long after each move_done')
     p.add_argument('--json', default='', help='also write the summary to this file')
     p.add_argument('--log-dir', default='/tmp/vln_action_report')
     args = p.parse_args(argv)
@@ -137,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
           f'{"max lat m":>9s} {"s/move":>7s}  ok')
     for robot in args.robots:
         rows = measure_profile(robot, forward_m=args.forward_m, turn_deg=args.turn_deg,
-                               domain=domain, log_dir=Path(args.log_dir), rtf=args.rtf)
+                               domain=domain, log_dir=Path(args.log_dir), rtf=args.rtf,
+                               settle_s=args.settle_s)
         summ = summarise(rows, args.forward_m, args.turn_deg)
         report[robot] = summ
         for action, s in summ.items():

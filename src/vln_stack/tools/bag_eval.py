@@ -384,9 +384,12 @@ def openloop(bag: Path | str, *, policy: str = '', episode_file: str = '', episo
             for i in todo:
                 enc_out = encoder.encode(frame_rgb(content.frames[i]))
             encoded_upto = st.frame
-            tokens = enc_out.fused
+            # semantic | spatial side by side (the encoder's `split` layout): the backend fuses
+            tokens = torch.cat([enc_out.semantic, enc_out.spatial], dim=1)
+            held = (f'LLM memory {backend.stream.frames.num_frames} frames'
+                    if backend.stream is not None else f'history {len(backend.history)}')
             memory = (f'encoder {encoder.cache.num_frames}/{encoder.cache.capacity} frames, '
-                      f'history {len(backend.history)}')
+                      f'{held}')
         obs = Observation(st.instruction, st.pose, tokens,
                           frame.stamp_ns / NS if frame is not None else st.event_ns / NS)
         dec = backend.decide(obs)

@@ -22,13 +22,14 @@ NODES = {
 }
 
 
-def _safety_in_sim(names: list[str]) -> dict[str, Any]:
+def _safety_in_sim(names: list[str], policy: str) -> dict[str, Any]:
     """Safety-node settings for a (partial) simulated graph: obstacles from the simulator's depth
-    image; only the heartbeats of nodes that run are watched."""
+    image; only the heartbeats of nodes that run are watched, the encoder's only when the policy
+    reads its tokens (janus)."""
     out: dict[str, Any] = {'obstacle_source': 'depth'}
     if 'decision' not in names:
         out['status_timeout_s'] = 0.0
-    if 'memory_encoder' not in names:
+    if 'memory_encoder' not in names or policy != 'janus':
         out['encoder_timeout_s'] = 0.0
     if 'camera_ingest' not in names:
         out['camera_topic'] = 'camera/image_raw'
@@ -69,7 +70,7 @@ def sim_graph(*, episode_file: Path, episode_id: str = '', robot: str = 'go2',
                      'episode_id': episode_id, 'checkpoint_dir': checkpoint_dir},
         'waypoint': {**sim_time, **prof['waypoint']},
         'velocity_controller': {**sim_time, **prof['velocity_controller']},
-        'safety': {**sim_time, **prof['safety'], **_safety_in_sim(names)},
+        'safety': {**sim_time, **prof['safety'], **_safety_in_sim(names, policy)},
     }
     if not checkpoint_dir:
         per_node['memory_encoder'].pop('checkpoint_dir')

@@ -35,9 +35,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--episode-file', default='', help='episode YAML (default: the indoor set)')
     p.add_argument('--episode-id', default='', help='episode id in the file')
     p.add_argument('--robot', default='go2', help='robot profile: go2 | stretch3 | agri | path')
-    p.add_argument('--policy', default='oracle', choices=['oracle', 'janus', 'random'])
+    p.add_argument('--policy', default='oracle', choices=['oracle', 'janus', 'openai', 'random'])
     p.add_argument('--seed', type=int, default=0, help='seed of the random policy')
     p.add_argument('--checkpoint', default='', help='checkpoint folder for --policy janus')
+    p.add_argument('--janus-mode', default='released', choices=['released', 'streaming'],
+                   help='janus LLM memory: the published protocol or our bounded memory')
+    p.add_argument('--openai-base-url', default='http://127.0.0.1:8000/v1',
+                   help='--policy openai: OpenAI-compatible endpoint (key from OPENAI_API_KEY)')
+    p.add_argument('--openai-model', default='', help='--policy openai: model name '
+                   "('' = the server's first model)")
     p.add_argument('--instruction', default='', help='override the episode instruction')
     p.add_argument('--rtf', type=float, default=1.0, help='simulator real-time factor')
     p.add_argument('--no-encoder', action='store_true', help='do not start the memory encoder')
@@ -138,7 +144,8 @@ def run_one(episode_file: Path, episode: Episode, *, policy: str = 'oracle', rob
             with_encoder: bool = True, out: Path, timeout_s: float = 600.0, domain: int = 0,
             success_radius_m: float | None = None, seed: int = 0,
             verbose: bool = True, record: str = '',
-            record_image_rate: float = 2.0) -> EpisodeRun:
+            record_image_rate: float = 2.0,
+            decision_params: dict | None = None) -> EpisodeRun:
     """Run ``episode`` closed loop through the whole node graph; raises RuntimeError or
     TimeoutError when the graph cannot run it (a node died, nothing came up)."""
     import rclpy
@@ -154,8 +161,9 @@ def run_one(episode_file: Path, episode: Episode, *, policy: str = 'oracle', rob
     env = setup_ros_env(domain)
     specs = sim_graph(episode_file=episode_file, episode_id=episode.episode_id, robot=robot,
                       policy=policy, checkpoint_dir=checkpoint, real_time_factor=rtf,
-                      with_encoder=with_encoder and bool(checkpoint),
-                      overrides={'decision': {'seed': seed, 'max_steps': episode.max_steps}})
+                      with_encoder=with_encoder and bool(checkpoint) and policy != 'openai',
+                      overrides={'decision': {'seed': seed, 'max_steps': episode.max_steps,
+                                              **(decision_params or {})}})
     t_wall0 = time.monotonic()
     group = ProcessGroup(env, log_dir=out / 'logs')
     rclpy.init()
@@ -265,8 +273,9 @@ def run(args: argparse.Namespace) -> int:
               "episode's reference path; it validates the control stack and is the upper bound). "
               'Use --policy janus --checkpoint FOLDER for the model.')
     else:
-        print(f'policy: {args.policy}' + (f', checkpoint {args.checkpoint}'
-                                          if args.policy == 'janus' else ''))
+        print(f'policy: {args.policy}' + (
+            f', checkpoint {args.checkpoint}, {args.janus_mode} memory' if args.policy == 'janus'
+            else f', endpoint {args.openai_base_url}' if args.policy == 'openai' else ''))
     print(f'episode {episode.episode_id} ({episode.world} world, robot {args.robot}): '
           f'"{args.instruction or episode.instruction}"')
     # The memory encoder runs in the graph whenever a checkpoint is at hand (with the oracle its
@@ -282,7 +291,10 @@ def run(args: argparse.Namespace) -> int:
                       with_encoder=not args.no_encoder, out=out, timeout_s=args.timeout_s,
                       domain=args.domain_id if args.domain_id >= 0 else 1 + os.getpid() % 100,
                       seed=args.seed, record=args.record,
-                      record_image_rate=args.record_image_rate)
+                      record_image_rate=args.record_image_rate,
+                      decision_params={'janus_mode': args.janus_mode,
+                                       'openai_base_url': args.openai_base_url,
+                                       'openai_model': args.openai_model})
     except (RuntimeError, TimeoutError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
