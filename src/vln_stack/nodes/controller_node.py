@@ -121,7 +121,9 @@ class ControllerNode(Node):
         start = self._pose
         dist = start.distance_to(target)
         turn = wrap_angle(target.yaw - start.yaw)
-        if dist < 1e-3:
+        # A rotation goal keeps the position the robot had when the action was taken; a walking
+        # base may have crept a few mm since, which must not turn the goal into a tiny forward.
+        if dist < max(2.0 * self.limits.position_tolerance_m, 0.02):
             action = Action.STOP if abs(turn) < 1e-3 else (
                 Action.TURN_LEFT if turn > 0 else Action.TURN_RIGHT)
             target = Pose2D(start.x, start.y, target.yaw)
