@@ -69,6 +69,9 @@ def recorded(tmp_path_factory, free_domain):
     proc = subprocess.run(
         [sys.executable, '-m', 'vln_stack.tools.run_episode', '--episode-file', str(episode_file),
          '--episode-id', 'bag_test_zigzag', '--no-encoder', '--out', str(tmp / 'run'),
+         # the wheeled base: it is at rest when a decision is taken, so the pose recorded with
+         # the decision is the pose the oracle used (a walking Go2 still sways a few mm)
+         '--robot', 'agri',
          '--record', str(bag), '--record-image-rate', '2', '--timeout-s', '100',
          '--domain-id', str(free_domain)],
         cwd=REPO, capture_output=True, text=True, timeout=130)
