@@ -136,6 +136,13 @@ class JanusBackend(PolicyBackend):
             return tokens, None
         return tokens[:, :self.width], tokens[:, self.width:]
 
+    def _sampled(self) -> list[Any]:
+        """The history frames the released prompt shows (sampled over the whole episode), so
+        only those are converted; `JanusPolicy.decide` keeps all of at most 8 frames."""
+        from ..models.llm_policy import sample_history
+        return [self.history[i]
+                for i in sample_history(len(self.history), self.policy.num_history)]
+
     def decide(self, obs: Observation) -> Decision:
         if obs.tokens is None:
             return Decision(Action.STOP, 'no fused tokens', valid=False, reason='no fused tokens')
@@ -154,15 +161,15 @@ class JanusBackend(PolicyBackend):
                     'janus released mode on fused tokens: per-frame fusion, not the released one '
                     '(set memory_encoder token_layout: split for the exact protocol)')
                 self._warned_layout = True
-            out = self.policy.decide(obs.instruction, [h.float() for h in self.history], first,
-                                     grid_hw=grid)
+            out = self.policy.decide(obs.instruction, [h.float() for h in self._sampled()],
+                                     first, grid_hw=grid)
         else:
             from ..models.dual_encoder import FusedFrame
 
             def frame(sem: Any, spa: Any) -> Any:
                 return FusedFrame(fused=sem, semantic=sem, spatial=spa, grid_hw=grid,
                                   frame_index=0, memory_frames=0, latency_ms=0.0)
-            past = [frame(h.float(), None) for h in self.history]
+            past = [frame(h.float(), None) for h in self._sampled()]
             out = self.policy.decide(obs.instruction, past, frame(first, spatial),
                                      fusion='released')
         self.history.append(first.half())

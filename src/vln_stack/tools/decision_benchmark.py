@@ -65,6 +65,7 @@ def run_mode(policy, mode: str, steps: int, grid: tuple[int, int], device: str,
     """One episode of ``steps`` decisions; per-step latency (ms) and kept-state bytes."""
     from ..models.dual_encoder import FusedFrame
     from ..models.llm_memory import StreamingJanusPolicy
+    from ..models.llm_policy import sample_history
 
     width = policy.model.get_input_embeddings().weight.shape[1]
     dtype = policy.model.get_input_embeddings().weight.dtype
@@ -90,7 +91,8 @@ def run_mode(policy, mode: str, steps: int, grid: tuple[int, int], device: str,
             def frame(s, p):
                 return FusedFrame(fused=s, semantic=s, spatial=p, grid_hw=grid, frame_index=0,
                                   memory_frames=0, latency_ms=0.0)
-            policy.decide(INSTRUCTION, [frame(h.to(dtype), None) for h in history],
+            shown = [history[i] for i in sample_history(len(history), policy.num_history)]
+            policy.decide(INSTRUCTION, [frame(h.to(dtype), None) for h in shown],
                           frame(sem, spa), fusion='released')
             history.append(sem.half())
             state = sum(h.numel() * h.element_size() for h in history)
