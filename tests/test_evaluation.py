@@ -57,6 +57,7 @@ def test_short_eval_oracle_beats_random(tmp_path):
     proc = subprocess.run(
         [sys.executable, '-m', 'vln_stack.tools.evaluate', '--ids', 'heldout_indoor_002',
          'heldout_indoor_005', '--policies', 'oracle', 'random', '--out', str(out),
+         '--robot', 'agri',   # wheeled: the oracle's upper bound without a gait's sway
          '--timeout-s', '240'], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / 'results.json').read_text())
