@@ -11,6 +11,8 @@ from vln_stack.models.dual_encoder import FusedFrame
 from vln_stack.models.llm_policy import sample_history
 from vln_stack.models.tiny_checkpoint import make_tiny_checkpoint
 
+from test_models_encoder_policy import _force_answer  # the bigram answer forcer
+
 INSTRUCTION = 'Go past the table and stop at the door.'
 D = 128            # tiny LLM width
 GRID = (6, 8)      # tiny checkpoint: 224 px wide input -> 8 merged columns
@@ -19,24 +21,6 @@ GRID = (6, 8)      # tiny checkpoint: 224 px wide input -> 8 merged columns
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory):
     return make_tiny_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny-janus', seed=2)
-
-
-def _force_answer(policy, answer: str) -> None:
-    """Make the LLM a bigram machine that answers ``answer`` after the assistant turn."""
-    model = policy.model
-    with torch.no_grad():
-        for layer in model.model.language_model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        emb = model.get_input_embeddings().weight
-        normed = emb / emb.pow(2).mean(-1, keepdim=True).sqrt()
-        model.lm_head.weight.zero_()
-        last = policy.prompt_ids('x', [1])[0, -1].item()
-        chain = [last] + policy.tokenizer(answer, add_special_tokens=False)['input_ids']
-        chain.append(policy.tokenizer.convert_tokens_to_ids('<|im_end|>'))
-        assert len(set(chain)) == len(chain)
-        for prev, nxt in zip(chain[:-1], chain[1:], strict=True):
-            model.lm_head.weight[nxt] += 10 * normed[prev] / model.model.language_model.norm.weight
 
 
 def _split(seed: int) -> torch.Tensor:
