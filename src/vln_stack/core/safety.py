@@ -39,7 +39,7 @@ class SafetyConfig:
     max_linear_accel_mps2: float = 1.0   # braking assumed for the stopping distance
     odom_timeout_s: float = 0.3
     camera_timeout_s: float = 0.5
-    status_timeout_s: float = 0.4        # decision heartbeat is 4 Hz
+    status_timeout_s: float = 0.3        # decision heartbeat is 10 Hz
     encoder_timeout_s: float = 0.0       # encoder info comes per frame; 0 = not watched
     request_timeout_s: float = 0.3       # a silent controller -> zero
     obstacle_check: bool = True          # False: no obstacle sensor on this robot

@@ -36,6 +36,7 @@ class ControllerConfig:
     yaw_tolerance_rad: float = 0.0175
     control_rate_hz: float = 50.0
     odom_timeout_s: float = 0.5
+    odom_wait_s: float = 2.0          # a goal that comes before the first odometry waits this long
     decision_timeout_s: float = 1.5   # stop when vln/status is silent this long (0 disables)
     move_timeout_s: float = 0.0       # per-move time limit; 0 = 3 x nominal duration + 3 s
     blocked_abort_s: float = 1.0      # abort a forward move the safety node blocks this long
@@ -56,6 +57,7 @@ class ControllerNode(Node):
         self._tracker: MoveTracker | None = None
         self._zero_pending = 0
         self._blocked_since: Time | None = None
+        self._early_goal: tuple[PoseStamped, Time] | None = None   # came before any odometry
         self.cmd_pub = self.create_publisher(Twist, 'vln/cmd_vel_request', 10)
         self.done_pub = self.create_publisher(String, 'vln/move_done', 10)
         self.create_subscription(Odometry, 'odom', self._on_odom, 20)
@@ -78,8 +80,11 @@ class ControllerNode(Node):
             f'{name}: {f.result().message if f.result() else f.exception()}'))
 
     def _on_odom(self, msg: Odometry) -> None:
-        self._pose = pose2d_from_odom(msg)
+        self._pose = pose2d_from_odom(msg)   # non-finite: the tracker stops the move, says why
         self._odom_time = self.get_clock().now()
+        if self._early_goal is not None and self._pose.is_finite():
+            goal, self._early_goal = self._early_goal[0], None
+            self._on_goal(goal)
 
     def _on_action(self, msg: String) -> None:
         if msg.data.strip() == Action.STOP.value:
@@ -115,8 +120,11 @@ class ControllerNode(Node):
     def _on_goal(self, msg: PoseStamped) -> None:
         target = pose2d_from_pose_stamped(msg)
         now = self.get_clock().now()
-        if self._pose is None or not target.is_finite():
-            self._finish('aborted', 'no odometry yet' if self._pose is None else 'goal not finite')
+        if not target.is_finite():
+            self._finish('aborted', 'goal not finite')
+            return
+        if self._pose is None:   # startup race: the waypoint node heard odometry first
+            self._early_goal = (msg, now)
             return
         start = self._pose
         dist = start.distance_to(target)
@@ -159,6 +167,12 @@ class ControllerNode(Node):
     def _tick(self) -> None:
         now = self.get_clock().now()
         tr = self._tracker
+        if self._early_goal is not None and \
+                self._age(self._early_goal[1], now) > self.cfg.odom_wait_s:
+            self._early_goal = None
+            self._finish('aborted', f'no odometry within {self.cfg.odom_wait_s} s of the goal: is '
+                         'odom remapped to the robot driver\'s odometry topic?')
+            return
         if tr is None:
             if self._zero_pending > 0:  # a few zero twists after a stop, then stay quiet
                 self._zero_pending -= 1

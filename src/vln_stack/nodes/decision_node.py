@@ -66,7 +66,7 @@ class DecisionConfig:
     max_frame_age_s: float = 1.0
     decision_timeout_s: float = 10.0  # a slower decision is dropped, the robot holds (0 = none)
     max_dropped: int = 3              # dropped decisions in a row that end the episode
-    status_rate_hz: float = 4.0
+    status_rate_hz: float = 10.0
     torch_threads: int = 1            # janus on CPU: torch threads (0 = torch's default)
 
 

@@ -43,7 +43,7 @@ class SafetyNodeConfig:
     max_linear_accel_mps2: float = 1.0
     odom_timeout_s: float = 0.3
     camera_timeout_s: float = 0.5
-    status_timeout_s: float = 0.4       # vln/status is 4 Hz
+    status_timeout_s: float = 0.3       # vln/status is 10 Hz
     encoder_timeout_s: float = 0.0      # vln/fused_tokens/info per frame; 0 = not watched
     request_timeout_s: float = 0.3
     camera_topic: str = 'vln/image'     # or camera/image_raw

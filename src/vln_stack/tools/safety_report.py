@@ -31,7 +31,7 @@ STANDALONE = ('camera_freeze', 'odom_nan', 'heartbeat_loss', 'encoder_loss', 'ov
               'obstacle_scan', 'estop', 'cancel', 'sigterm')
 GRAPH = ('kill_decision', 'kill_encoder', 'wall_refusal')
 # Deadlines the standalone safety node runs with (seconds).
-DEADLINES = {'odom': 0.3, 'camera': 0.5, 'status': 0.4, 'encoder': 0.4}
+DEADLINES = {'odom': 0.3, 'camera': 0.5, 'status': 0.3, 'encoder': 0.4}
 REQUEST = (0.3, 0.0, 0.2)          # the velocity request fed at 50 Hz (m/s, m/s, rad/s)
 
 
@@ -132,7 +132,7 @@ class Probe:
 class Feeder:
     """Publishes what the safety node watches, each input switchable, on a schedule."""
 
-    RATES = {'odom': 50.0, 'camera': 10.0, 'status': 4.0, 'encoder': 10.0, 'scan': 10.0,
+    RATES = {'odom': 50.0, 'camera': 10.0, 'status': 10.0, 'encoder': 10.0, 'scan': 10.0,
              'request': 50.0}
 
     def __init__(self, probe: Probe) -> None:
