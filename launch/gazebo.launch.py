@@ -23,6 +23,7 @@ from vln_stack.core.episodes import find_episode
 from vln_stack.core.profiles import load_profile
 from vln_stack.sim.sdf import build_sdf, server_command
 from vln_stack.sim.worlds import RobotBody
+from vln_stack.tools.graph import launch_node_kwargs, sim_graph
 
 ARGS = {
     'episode_file': ('', 'episode YAML (default: config/episodes/indoor.yaml)'),
@@ -45,9 +46,7 @@ def _actions(context, *_, **__):
     arg = {k: LaunchConfiguration(k).perform(context) for k in ARGS}
     share = FindPackageShare('vln_stack').perform(context)
     episode_file = arg['episode_file'] or f'{share}/config/episodes/indoor.yaml'
-    params_file = arg['params_file'] or f'{share}/config/params.yaml'
     profile = load_profile(arg['robot'], config_dir=Path(share) / 'config')
-    per_node = profile.node_params()
     episode = find_episode(episode_file, arg['episode_id'])
     instruction = episode.instruction if arg['start'].lower() == 'true' else ''
     flavor, ns = arg['flavor'], arg['namespace']
@@ -74,27 +73,15 @@ def _actions(context, *_, **__):
                             name='ros_gz_bridge', namespace=ns, output='screen',
                             parameters=[{'config_file': bridge_config}]))
 
-    common = {'use_sim_time': True}
-
-    def node(name, extra):
-        return Node(package='vln_stack', executable=name, name=name, namespace=ns,
-                    output='screen', parameters=[params_file, per_node.get(name, {}), extra])
-
-    ep = {'episode_file': episode_file, 'episode_id': episode.episode_id}
-    width, height = IMAGE_SIZE
-    return actions + [
-        # Gazebo's camera publishes raw images: never expect JPEG here, whatever the profile says.
-        node('camera_ingest', {**common, 'source': 'topic', 'width': width, 'height': height,
-                               'input_compressed': False}),
-        node('memory_encoder', {**common, 'checkpoint_dir': arg['checkpoint_dir']}),
-        node('decision', {**common, **ep, 'policy': arg['policy'],
-                          'checkpoint_dir': arg['checkpoint_dir'], 'instruction': instruction}),
-        node('waypoint', common),
-        node('velocity_controller', common),
-        # the generated SDF has no depth camera: watchdogs, e-stop and limits only
-        node('safety', {**common, 'obstacle_source': 'none',
-                        **({} if arg['policy'] == 'janus' else {'encoder_timeout_s': 0.0})}),
-    ]
+    # the stack itself: the same specs as sim.launch.py and CI, less the MuJoCo bridge; the
+    # generated SDF has no depth camera, so the safety node keeps watchdogs, e-stop and limits only
+    specs = sim_graph(
+        episode_file=Path(episode_file), episode_id=episode.episode_id, robot=arg['robot'],
+        policy=arg['policy'], checkpoint_dir=arg['checkpoint_dir'],
+        params_file=Path(arg['params_file']) if arg['params_file'] else None,
+        namespace=ns, image_size=IMAGE_SIZE, instruction=instruction, simulator='gazebo',
+        config=Path(share) / 'config')
+    return actions + [Node(**launch_node_kwargs(spec)) for spec in specs]
 
 
 def generate_launch_description():

@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -108,3 +106,69 @@ def test_killing_the_decision_node_leaves_the_robot_stopped(procs, rclpy_node):
     assert any('heartbeat lost' in d.get('reason', '') for d in after), after
     assert 'heartbeat lost' in (procs.log_dir / 'velocity_controller.log').read_text()
     print(f'stopped {t_stopped:.2f} s and {travelled:.2f} m after SIGKILL of the decision node')
+
+
+def test_base_needs_its_mode_switch_and_the_controller_makes_it(procs, rclpy_node):
+    """A base that wants a mode switch before it drives (stretch_driver's navigation mode, which
+    the simulator speaks too): cmd_vel is ignored until the Trigger service is called; the velocity
+    controller calls it itself, without blocking, and then its moves run."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped, Twist
+    from nav_msgs.msg import Odometry
+    from std_msgs.msg import String
+
+    from vln_stack.core.geometry import Pose2D
+    from vln_stack.ros.convert import pose2d_from_odom, pose_stamped
+    from vln_stack.tools.graph import sim_graph
+
+    service = 'test_navigation_mode'
+    specs = {s.name: s for s in sim_graph(
+        episode_file=REPO / 'config' / 'episodes' / 'farm.yaml', robot='agri',
+        include=('sim_bridge', 'velocity_controller'),
+        overrides={'sim_bridge': {'mode_service': service},
+                   'velocity_controller': {'mode_service': service,
+                                           'decision_timeout_s': 0.0}})}   # no decision node
+    state = {'odom': [], 'done': []}
+    rclpy_node.create_subscription(
+        Odometry, 'odom', lambda m: state['odom'].append(pose2d_from_odom(m)), 50)
+    rclpy_node.create_subscription(
+        String, 'vln/move_done', lambda m: state['done'].append(json.loads(m.data)), 10)
+    request = rclpy_node.create_publisher(Twist, 'vln/cmd_vel_request', 10)
+    goal_pub = rclpy_node.create_publisher(PoseStamped, 'vln/goal', 10)
+
+    def spin_until(cond, timeout_s):
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            rclpy.spin_once(rclpy_node, timeout_sec=0.05)
+            if cond():
+                return True
+        return False
+
+    procs.start(specs['sim_bridge'])
+    procs.start(specs['safety'])
+    assert spin_until(lambda: state['odom'] and request.get_subscription_count() > 0, 60), \
+        procs.dead()
+    spin_until(lambda: False, 2.0)
+    p0 = state['odom'][-1]
+    drive = Twist()
+    drive.linear.x = 0.3
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:   # the safety node passes it on; the base ignores it
+        request.publish(drive)
+        spin_until(lambda: False, 0.05)
+    assert math.dist((p0.x, p0.y), (state['odom'][-1].x, state['odom'][-1].y)) < 0.01
+    assert 'not in navigation mode' in (procs.log_dir / 'sim_bridge.log').read_text()
+
+    procs.start(specs['velocity_controller'])
+    log = procs.log_dir / 'velocity_controller.log'
+    assert spin_until(lambda: 'Now in navigation mode' in log.read_text() and
+                      goal_pub.get_subscription_count() >= 2, 30), log.read_text()
+    spin_until(lambda: False, 1.0)
+    start = state['odom'][-1]
+    goal = Pose2D(start.x + 0.5 * math.cos(start.yaw), start.y + 0.5 * math.sin(start.yaw),
+                  start.yaw)
+    goal_pub.publish(pose_stamped(goal, rclpy_node.get_clock().now().to_msg(), 'odom'))
+    assert spin_until(lambda: state['done'], 30), 'no move_done'
+    assert state['done'][0]['result'] == 'succeeded', state['done']
+    end_pose = state['odom'][-1]
+    assert abs(math.dist((start.x, start.y), (end_pose.x, end_pose.y)) - 0.5) < 0.05

@@ -66,3 +66,34 @@ def test_entry_points_and_launch_files_name_real_executables():
                     isinstance(call.value, ast.Constant):
                 assert call.value.value in entries, f'{launch.name}: {call.value.value}'
         assert names  # parsed something real
+
+
+@pytest.mark.parametrize('robot', PROFILE_NAMES)
+def test_sim_launch_starts_the_graph_the_demo_and_ci_start(robot, monkeypatch):
+    """sim.launch.py, run through recording stand-ins of launch/launch_ros, starts exactly the
+    specs of tools.graph.sim_graph, which the demo runner and the integration tests start."""
+    from launch_standins import Node, run_launch_file
+
+    from vln_stack.core.episodes import load_episodes
+    from vln_stack.tools.graph import launch_node_kwargs, sim_graph
+    ep = REPO / 'config' / 'episodes' / 'farm.yaml'
+    actions = run_launch_file(REPO / 'launch' / 'sim.launch.py', REPO, monkeypatch,
+                              episode_file=str(ep), robot=robot, policy='janus',
+                              namespace='robot1')
+    episode = load_episodes(ep)[0]
+    specs = sim_graph(episode_file=ep, episode_id=episode.episode_id, robot=robot,
+                      policy='janus', checkpoint_dir='models/tiny-janus', namespace='robot1',
+                      instruction=episode.instruction, config=REPO / 'config')
+    nodes = [a.kwargs for a in actions if isinstance(a, Node)]
+    assert nodes == [launch_node_kwargs(s) for s in specs]
+    setup = (REPO / 'setup.py').read_text()
+    params = {}
+    for n in nodes:
+        assert f"'{n['executable']} = {{PACKAGE}}." in setup, n['executable']
+        assert n['namespace'] == 'robot1'
+        params[n['name']] = n['parameters'][-1]
+    assert params['decision']['instruction'] == episode.instruction
+    assert params['camera_ingest']['input_compressed'] is False   # the simulator sends raw images
+    assert params['sim_bridge']['sim_model'] == load_profile(robot, REPO / 'config').node_params()[
+        'sim_bridge']['sim_model']
+    assert params['memory_encoder']['token_layout'] == 'split'    # janus released

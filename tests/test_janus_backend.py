@@ -7,7 +7,6 @@ import pytest
 
 from vln_stack.core.actions import Action
 from vln_stack.core.policies import Observation, make_backend
-from vln_stack.models.dual_encoder import FusedFrame
 from vln_stack.models.llm_policy import sample_history
 from vln_stack.models.tiny_checkpoint import make_tiny_checkpoint
 

@@ -3,8 +3,6 @@ recompute under the equivalent attention mask; positions from the cursor; clean 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 

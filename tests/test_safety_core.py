@@ -165,7 +165,7 @@ def _wall_depth(cam: CameraModel, wall_x: float, floor: bool = True) -> np.ndarr
     v, u = np.mgrid[0:cam.height, 0:cam.width].astype(float)
     th = math.radians(cam.pitch_deg)
     # ray direction in the base frame for each pixel (optical z = 1)
-    xo, yo = (u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy
+    yo = (v - cam.cy) / cam.fy
     fwd = math.cos(th) - yo * math.sin(th)
     up = -yo * math.cos(th) - math.sin(th)
     t_wall = (wall_x - cam.x_m) / fwd                # scale along the ray (= z-depth)

@@ -41,6 +41,7 @@ class ControllerConfig:
     move_timeout_s: float = 0.0       # per-move time limit; 0 = 3 x nominal duration + 3 s
     blocked_abort_s: float = 1.0      # abort a forward move the safety node blocks this long
     mode_service: str = ''            # std_srvs/Trigger to call once (Stretch navigation mode)
+    mode_wait_s: float = 15.0         # how long to wait for that service to appear
 
 
 class ControllerNode(Node):
@@ -66,18 +67,43 @@ class ControllerNode(Node):
         self.create_subscription(String, 'vln/action', self._on_action, 10)
         self.create_subscription(String, 'vln/safety', self._on_safety, 10)
         self.create_timer(1.0 / c.control_rate_hz, self._tick)
+        self._mode = 'ready'   # 'waiting' until the mode service has answered
         if c.mode_service:
             self._switch_mode(c.mode_service)
 
     def _switch_mode(self, name: str) -> None:
+        """Call the driver's mode service once it appears (polled, never blocking the executor);
+        until it has answered, goals are refused with the reason."""
         client = self.create_client(Trigger, name)
-        if not client.wait_for_service(timeout_sec=5.0):
-            self.get_logger().error(f'mode service {name} not available: the driver will ignore '
-                                    f'cmd_vel until it is in the right mode')
-            return
-        future = client.call_async(Trigger.Request())
-        future.add_done_callback(lambda f: self.get_logger().info(
-            f'{name}: {f.result().message if f.result() else f.exception()}'))
+        t0 = self.get_clock().now()
+        state = {'called': False}
+
+        def poll() -> None:
+            if state['called']:
+                return
+            if client.service_is_ready():
+                state['called'] = True
+                timer.cancel()
+                client.call_async(Trigger.Request()).add_done_callback(answered)
+            elif self._age(t0, self.get_clock().now()) > self.cfg.mode_wait_s:
+                state['called'] = True
+                timer.cancel()
+                self.get_logger().error(
+                    f'mode service {name} not available after {self.cfg.mode_wait_s} s: the '
+                    'driver ignores cmd_vel until it is in navigation mode; moves are refused. '
+                    'Start the driver, or set mode_service to "" if the base needs no switch')
+
+        def answered(future) -> None:
+            res = future.result()
+            if res is not None and res.success:
+                self._mode = 'ready'
+                self.get_logger().info(f'{name}: {res.message}')
+            else:
+                self.get_logger().error(f'{name} failed: '
+                                        f'{res.message if res else future.exception()}')
+
+        self._mode = 'waiting'
+        timer = self.create_timer(0.2, poll)
 
     def _on_odom(self, msg: Odometry) -> None:
         self._pose = pose2d_from_odom(msg)   # non-finite: the tracker stops the move, says why
@@ -122,6 +148,10 @@ class ControllerNode(Node):
         now = self.get_clock().now()
         if not target.is_finite():
             self._finish('aborted', 'goal not finite')
+            return
+        if self._mode != 'ready':
+            self._finish('aborted', f'the base is not in navigation mode yet: '
+                         f'{self.cfg.mode_service} has not answered')
             return
         if self._pose is None:   # startup race: the waypoint node heard odometry first
             self._early_goal = (msg, now)

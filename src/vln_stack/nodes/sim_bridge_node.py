@@ -57,6 +57,9 @@ class SimBridgeConfig:
     publish_depth: bool = True        # camera/depth/image_raw + camera/depth/camera_info
     publish_scan: bool = False        # scan (LaserScan) from the level depth row
     scan_frame: str = 'camera_scan'
+    # std_srvs/Trigger the base must get before it drives, as stretch_driver's navigation mode:
+    # until it is called, cmd_vel is ignored ('' = drives at once)
+    mode_service: str = ''
 
 
 class SimBridge(Node):
@@ -87,6 +90,9 @@ class SimBridge(Node):
             self.scan_pub = self.create_publisher(LaserScan, 'scan', 10)
         self.create_subscription(Twist, 'cmd_vel', self._on_cmd_vel, 10)
         self.create_service(Trigger, 'sim/reset', self._on_reset)
+        self._mode_ready = not self.cfg.mode_service
+        if self.cfg.mode_service:
+            self.create_service(Trigger, self.cfg.mode_service, self._on_mode)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name='physics', daemon=True)
         self._thread.start()
@@ -102,9 +108,19 @@ class SimBridge(Node):
         if not all(math.isfinite(v) for v in vals):
             self.get_logger().warning('cmd_vel with non-finite values ignored; base stopped')
             vals = (0.0, 0.0, 0.0)
+        if not self._mode_ready:
+            self.get_logger().warning(
+                f'cmd_vel ignored: the base is not in navigation mode; call '
+                f'{self.cfg.mode_service} (std_srvs/Trigger) first', throttle_duration_sec=2.0)
+            vals = (0.0, 0.0, 0.0)
         with self._lock:
             self.sim.set_command(*vals)
             self._last_cmd_sim_t = self.sim.time_s
+
+    def _on_mode(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        self._mode_ready = True
+        resp.success, resp.message = True, 'Now in navigation mode.'
+        return resp
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         with self._lock:

@@ -1,8 +1,6 @@
 """Message <-> core conversions that several nodes share (poses, stamps, odometry)."""
 from __future__ import annotations
 
-import math
-
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry

@@ -7,19 +7,13 @@ joint velocity targets every physics step.
 from __future__ import annotations
 
 import math
-import os
-
-import numpy as np
 
 from ..core.geometry import Pose2D, wrap_angle
+from .mj_camera import MjCameraSim, mujoco
 from .worlds import RobotBody, build_mjcf
 
-os.environ.setdefault('MUJOCO_GL', 'egl')
 
-import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
-
-
-class PlanarSim:
+class PlanarSim(MjCameraSim):
     def __init__(self, world: str, robot: RobotBody, start: Pose2D) -> None:
         self.world = world
         self.robot = robot
@@ -27,20 +21,10 @@ class PlanarSim:
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(world, robot,
                                                                (start.x, start.y, start.yaw)))
         self.data = mujoco.MjData(self.model)
-        self._cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, 'head')
+        self._init_camera('head')
         self._base_geom = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, 'base_body')
-        self._renderer: mujoco.Renderer | None = None
-        self._depth_renderer: mujoco.Renderer | None = None   # its own GL buffers, depth mode
         self._cmd = (0.0, 0.0, 0.0)
         self.reset()
-
-    @property
-    def timestep_s(self) -> float:
-        return float(self.model.opt.timestep)
-
-    @property
-    def time_s(self) -> float:
-        return float(self.data.time)
 
     def reset(self, start: Pose2D | None = None) -> None:
         if start is not None:
@@ -84,42 +68,3 @@ class PlanarSim:
             if self._base_geom in (con.geom1, con.geom2):
                 return True
         return False
-
-    def render(self) -> np.ndarray:
-        """Camera frame, HxWx3 uint8 RGB."""
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.robot.image_height,
-                                             self.robot.image_width)
-        self._renderer.update_scene(self.data, camera=self._cam)
-        return self._renderer.render().copy()
-
-    def render_depth(self) -> np.ndarray:
-        """Depth along the optical axis (z-depth, REP-118), HxW float32 metres; the camera of
-        :meth:`render`; no return (sky, beyond the far plane) = +inf."""
-        if self._depth_renderer is None:
-            # a depth sensor sees down to a few centimetres, not MuJoCo's default ~0.2 m
-            self.model.vis.map.znear = min(float(self.model.vis.map.znear),
-                                           0.02 / max(float(self.model.stat.extent), 1e-6))
-            self._depth_renderer = mujoco.Renderer(self.model, self.robot.image_height,
-                                                   self.robot.image_width)
-            self._depth_renderer.enable_depth_rendering()
-        self._depth_renderer.update_scene(self.data, camera=self._cam)
-        depth = self._depth_renderer.render().astype(np.float32, copy=True)
-        far = float(self.model.vis.map.zfar) * float(self.model.stat.extent)
-        depth[depth >= 0.999 * far] = np.inf
-        return depth
-
-    def intrinsics(self) -> tuple[float, float, float, float]:
-        """(fx, fy, cx, cy) in pixels of the pinhole camera."""
-        w, h = self.robot.image_width, self.robot.image_height
-        fovy = math.radians(float(self.model.cam_fovy[self._cam]))
-        fy = 0.5 * h / math.tan(fovy / 2)
-        return fy, fy, (w - 1) / 2.0, (h - 1) / 2.0
-
-    def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-        if self._depth_renderer is not None:
-            self._depth_renderer.close()
-            self._depth_renderer = None

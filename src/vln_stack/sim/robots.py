@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,9 @@ from typing import Callable
 import numpy as np
 
 from ..core.geometry import Pose2D, wrap_angle
+from .mj_camera import MjCameraSim, mujoco
 from .planar_sim import PlanarSim
 from .worlds import RobotBody, build_mjcf
-
-os.environ.setdefault('MUJOCO_GL', 'egl')
-
-import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
 
 
 def package_dir(module: str, dist: str, model: str) -> Path:
@@ -66,29 +62,13 @@ def _camera_xyaxes(pitch_deg: float) -> list[float]:
     return [0.0, -1.0, 0.0, math.sin(p), 0.0, math.cos(p)]
 
 
-class _MjRobotSim:
-    """Time, camera and contacts shared by the robot simulators (subclasses build the model)."""
+class _MjRobotSim(MjCameraSim):
+    """Contacts shared by the robot simulators (subclasses build the model, then call
+    :meth:`_init_robot_camera`)."""
 
-    model: mujoco.MjModel
-    data: mujoco.MjData
-    robot: RobotBody
-
-    def _init_camera(self, camera: str, *, hidden_groups: tuple[int, ...] = ()) -> None:
-        """``hidden_groups``: geom groups the camera does not draw (the robot's own meshes)."""
-        self._cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-        self._scene_opt = mujoco.MjvOption()
-        for g in hidden_groups:
-            self._scene_opt.geomgroup[g] = 0
-        self._renderers: list[mujoco.Renderer | None] = [None, None]   # RGB, depth
+    def _init_robot_camera(self, camera: str, *, hidden_groups: tuple[int, ...] = ()) -> None:
+        self._init_camera(camera, hidden_groups=hidden_groups)
         self._ground = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, 'ground')
-
-    @property
-    def timestep_s(self) -> float:
-        return float(self.model.opt.timestep)
-
-    @property
-    def time_s(self) -> float:
-        return float(self.data.time)
 
     def in_collision(self) -> bool:
         """Whether the robot touches a world obstacle (the ground does not count)."""
@@ -101,51 +81,6 @@ class _MjRobotSim:
             if (bodies[g1] == 0) != (bodies[g2] == 0):   # one static world geom, one robot geom
                 return True
         return False
-
-    def _renderer_for(self, depth: bool) -> mujoco.Renderer:
-        i = int(depth)
-        if self._renderers[i] is None:
-            if depth:   # a depth camera sees down to a few centimetres, not to ~0.2 m
-                extent = max(float(self.model.stat.extent), 1e-6)
-                self.model.vis.map.znear = min(float(self.model.vis.map.znear), 0.02 / extent)
-            r = mujoco.Renderer(self.model, self.robot.image_height, self.robot.image_width)
-            if depth:
-                r.enable_depth_rendering()
-            self._renderers[i] = r
-        return self._renderers[i]
-
-    def render(self) -> np.ndarray:
-        """Camera frame, HxWx3 uint8 RGB."""
-        r = self._renderer_for(False)
-        r.update_scene(self.data, camera=self._cam, scene_option=self._scene_opt)
-        return r.render().copy()
-
-    def render_depth(self) -> np.ndarray:
-        """Depth along the optical axis (z-depth), HxW float32 metres, of :meth:`render`'s
-        camera; no return (sky, beyond the far plane) = +inf."""
-        r = self._renderer_for(True)
-        r.update_scene(self.data, camera=self._cam, scene_option=self._scene_opt)
-        depth = r.render().astype(np.float32, copy=True)
-        far = float(self.model.vis.map.zfar) * float(self.model.stat.extent)
-        depth[depth >= 0.999 * far] = np.inf
-        return depth
-
-    def intrinsics(self) -> tuple[float, float, float, float]:
-        """(fx, fy, cx, cy) in pixels of the pinhole camera."""
-        w, h = self.robot.image_width, self.robot.image_height
-        fovy = math.radians(float(self.model.cam_fovy[self._cam]))
-        fy = 0.5 * h / math.tan(fovy / 2)
-        return fy, fy, (w - 1) / 2.0, (h - 1) / 2.0
-
-    def camera_height_m(self) -> float:
-        """Height of the camera above the ground now (it bobs on a walking robot)."""
-        return float(self.data.cam_xpos[self._cam][2])
-
-    def close(self) -> None:
-        for i, r in enumerate(self._renderers):
-            if r is not None:
-                r.close()
-                self._renderers[i] = None
 
 
 # ---- Go2 ---------------------------------------------------------------------------------------
@@ -292,7 +227,7 @@ class Go2Sim(_MjRobotSim):
         self.policy = Go2Policy(root / 'policy' / 'policy.onnx')
         # The Go2's visual meshes (group 2, ~200k triangles) are behind and below its nose
         # camera: not drawing them keeps rendering as cheap as the planar base's.
-        self._init_camera(self.PREFIX + 'head', hidden_groups=(GO2_VISUAL_GROUP,))
+        self._init_robot_camera(self.PREFIX + 'head', hidden_groups=(GO2_VISUAL_GROUP,))
         self.reset()
         # The camera at the profile's height above the ground while standing.
         m.cam_pos[self._cam][2] = robot.camera_height_m - self.trunk_height_m()
@@ -493,7 +428,7 @@ class Stretch3Sim(_MjRobotSim):
         # The robot's own visual meshes (~230k triangles) are out of the head camera's view
         # unless it looks steeply down: not drawing them then halves the rendering time.
         hidden = (STRETCH_VISUAL_GROUP,) if robot.camera_pitch_deg <= 30.0 else ()
-        self._init_camera(self.PREFIX + 'head', hidden_groups=hidden)
+        self._init_robot_camera(self.PREFIX + 'head', hidden_groups=hidden)
         self._cmd = (0.0, 0.0, 0.0)
         self.reset()
 
