@@ -275,3 +275,27 @@ def test_loop_refused_move_holds_and_asks_again():
     loop.on_decision(Action.MOVE_FORWARD, 1.1)
     assert loop.on_move_done('succeeded', '', 2.0) == [Action.STOP]
     assert loop.s.result == 'step_limit'
+
+
+def test_loop_ends_after_max_refused_in_a_row_and_a_success_resets_the_count():
+    loop = DecisionLoop(LoopConfig(max_steps=100, max_refused=3))
+    loop.start('x', 0.0)
+    t = 0.0
+
+    def decide(action, result):
+        nonlocal t
+        loop.frame_ready(t, t)
+        loop.on_decision(action, t + 0.01)
+        t += 1.0
+        return loop.on_move_done(result, 'obstacle 0.22 m ahead' if result == 'refused' else '',
+                                 t)
+
+    for _ in range(2):
+        assert decide(Action.MOVE_FORWARD, 'refused') == []
+    assert decide(Action.TURN_LEFT, 'succeeded') == [] and loop.s.refused_in_row == 0
+    for _ in range(2):
+        assert decide(Action.MOVE_FORWARD, 'refused') == []
+    assert loop.active
+    assert decide(Action.MOVE_FORWARD, 'refused') == [Action.STOP]      # 3rd in a row
+    assert loop.s.result == 'error' and loop.s.refused == 5
+    assert '3 moves in a row' in loop.s.reason and 'obstacle 0.22 m' in loop.s.reason

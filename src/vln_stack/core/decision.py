@@ -8,6 +8,9 @@ reports and the clock, and publishes what it returns. Every failure path ends in
 - A decision that takes longer than ``decision_timeout_s`` is dropped (its late answer is ignored,
   identified by `LoopState.decision_seq`); the robot holds still and the loop waits for a new frame.
   ``max_dropped`` drops in a row end the episode.
+- A move the robot side refuses (an obstacle inside the margin) holds the robot and is decided
+  again; ``max_refused`` refusals in a row end the episode with an error (a policy that keeps
+  driving into the same obstacle must not burn its step budget at the obstacle).
 - A policy may answer a chunk of moves: they are executed one after the other without a new
   decision (each still reported done by the controller).
 - A move the robot side refuses (e.g. an obstacle inside the margin) holds the robot; the loop
@@ -35,6 +38,7 @@ class LoopConfig:
     max_frame_age_s: float = 1.0      # a frame older than this (vs now) is stale
     decision_timeout_s: float = 10.0  # a slower decision is dropped (0 = no limit)
     max_dropped: int = 3              # drops in a row that end the episode
+    max_refused: int = 10             # moves refused in a row that end the episode (0 = no limit)
 
 
 @dataclass
@@ -52,6 +56,7 @@ class LoopState:
     decision_seq: int = 0             # id of the decision in flight (late answers are ignored)
     dropped: int = 0                  # decisions dropped in a row
     refused: int = 0                  # moves refused by the robot side
+    refused_in_row: int = 0
 
 
 class DecisionLoop:
@@ -138,12 +143,19 @@ class DecisionLoop:
             return []
         if result == 'refused':   # the robot held still; ask again on a fresh frame
             self.s.refused += 1
+            self.s.refused_in_row += 1
             self.s.step += 1
             self.s.queued = []
             self.s.reason = f'{self.s.last_action} refused: {reason}'
+            if 0 < self.cfg.max_refused <= self.s.refused_in_row:
+                return self.fail(
+                    f'the robot side refused {self.s.refused_in_row} moves in a row (last: '
+                    f'{self.s.last_action}, {reason}); the robot holds. To do: turn it away from '
+                    'the obstacle or clear the path, then give the instruction again')
             return self._after_move(now_s)
         if result != 'succeeded':
             return self.fail(f'move {result}: {reason}')
+        self.s.refused_in_row = 0
         self.s.step += 1
         self.s.last_executed = self.s.last_action
         return self._after_move(now_s)

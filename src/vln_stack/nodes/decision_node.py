@@ -66,6 +66,7 @@ class DecisionConfig:
     max_frame_age_s: float = 1.0
     decision_timeout_s: float = 10.0  # a slower decision is dropped, the robot holds (0 = none)
     max_dropped: int = 3              # dropped decisions in a row that end the episode
+    max_refused: int = 10             # refused moves in a row that end the episode (0 = no limit)
     status_rate_hz: float = 10.0
     torch_threads: int = 1            # janus on CPU: torch threads (0 = torch's default)
 
@@ -76,7 +77,7 @@ class DecisionNode(Node):
         self.cfg = c = declare_config(self, DecisionConfig)
         self.loop = DecisionLoop(LoopConfig(c.max_steps, c.move_timeout_s, c.frame_timeout_s,
                                             c.max_frame_age_s, c.decision_timeout_s,
-                                            c.max_dropped))
+                                            c.max_dropped, c.max_refused))
         if c.policy == 'janus' and c.torch_threads > 0:
             import torch
             torch.set_num_threads(c.torch_threads)
