@@ -299,3 +299,20 @@ def test_loop_ends_after_max_refused_in_a_row_and_a_success_resets_the_count():
     assert decide(Action.MOVE_FORWARD, 'refused') == [Action.STOP]      # 3rd in a row
     assert loop.s.result == 'error' and loop.s.refused == 5
     assert '3 moves in a row' in loop.s.reason and 'obstacle 0.22 m' in loop.s.reason
+
+
+def test_oracle_does_not_undo_an_overshooting_turn():
+    """A base that turns 34 deg for a 30 deg command jumps across the +-16 deg forward window; the
+    oracle goes forward instead of turning back and forth (seen on the walking Go2)."""
+    spec = MoveSpec(forward_m=0.25, turn_deg=30.0)
+    oracle = OraclePolicy([(0.0, 0.0), (0.0, 10.0)], spec)      # target straight along +y (90 deg)
+    pose = Pose2D(0.0, 0.0, math.radians(90 - 17.0))
+    assert oracle.decide(pose) is Action.TURN_LEFT
+    pose = Pose2D(0.0, 0.0, math.radians(90 + 17.0))             # over-turned by 4 deg
+    assert oracle.decide(pose) is Action.MOVE_FORWARD             # not TURN_RIGHT straight back
+    fresh = OraclePolicy([(0.0, 0.0), (0.0, 10.0)], spec)
+    assert fresh.decide(pose) is Action.TURN_RIGHT                # without a turn just made
+    turned = OraclePolicy([(0.0, 0.0), (0.0, 10.0)], spec)
+    assert turned.decide(Pose2D(0.0, 0.0, math.radians(90 - 17.0))) is Action.TURN_LEFT
+    # an error larger than a whole turn the other way is still corrected
+    assert turned.decide(Pose2D(0.0, 0.0, math.radians(90 + 40.0))) is Action.TURN_RIGHT

@@ -21,9 +21,11 @@ class OraclePolicy:
         self.advance_radius_m = advance_radius_m or max(0.3, 1.2 * spec.forward_m)
         self.stop_radius_m = 0.5 * spec.forward_m + 0.02
         self._idx = 1
+        self._last = Action.STOP
 
     def reset(self) -> None:
         self._idx = 1
+        self._last = Action.STOP
 
     def decide(self, pose: Pose2D) -> Action:
         if not pose.is_finite():
@@ -38,8 +40,14 @@ class OraclePolicy:
             return Action.STOP
         err = wrap_angle(math.atan2(ty - pose.y, tx - pose.x) - pose.yaw)
         threshold = 0.5 * self.spec.turn_rad + math.radians(1.0)
-        if err > threshold:
-            return Action.TURN_LEFT
-        if err < -threshold:
-            return Action.TURN_RIGHT
-        return Action.MOVE_FORWARD
+        # A base that over-turns (a walking Go2 turns 30 +- 4 deg) can jump across the forward
+        # window; never undo the turn just made unless the error is larger than a whole turn's.
+        left_th = self.spec.turn_rad if self._last is Action.TURN_RIGHT else threshold
+        right_th = self.spec.turn_rad if self._last is Action.TURN_LEFT else threshold
+        if err > left_th:
+            self._last = Action.TURN_LEFT
+        elif err < -right_th:
+            self._last = Action.TURN_RIGHT
+        else:
+            self._last = Action.MOVE_FORWARD
+        return self._last
