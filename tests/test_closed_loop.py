@@ -2,6 +2,7 @@
 the headless simulator."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -10,6 +11,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _spin_until(node, cond, timeout_s: float) -> bool:
+    import rclpy
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if cond():
+            return True
+    return False
 
 
 def test_demo_reaches_the_goal(tmp_path):
@@ -29,7 +40,6 @@ def test_demo_reaches_the_goal(tmp_path):
 
 
 def test_killing_the_decision_node_leaves_the_robot_stopped(procs, rclpy_node):
-    import rclpy
     from geometry_msgs.msg import PoseStamped, Twist
     from nav_msgs.msg import Odometry
     from std_msgs.msg import String
@@ -60,13 +70,7 @@ def test_killing_the_decision_node_leaves_the_robot_stopped(procs, rclpy_node):
                                                                  json.loads(m.data))), 10)
     pub = rclpy_node.create_publisher(String, 'vln/instruction', 10)
 
-    def spin_until(cond, timeout_s):
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            rclpy.spin_once(rclpy_node, timeout_sec=0.05)
-            if cond():
-                return True
-        return False
+    spin_until = functools.partial(_spin_until, rclpy_node)
 
     assert spin_until(lambda: state['status'] and state['odom'] and
                       pub.get_subscription_count() > 0, 90), f'graph not up: {procs.dead()}'
@@ -112,7 +116,6 @@ def test_base_needs_its_mode_switch_and_the_controller_makes_it(procs, rclpy_nod
     """A base that wants a mode switch before it drives (stretch_driver's navigation mode, which
     the simulator speaks too): cmd_vel is ignored until the Trigger service is called; the velocity
     controller calls it itself, without blocking, and then its moves run."""
-    import rclpy
     from geometry_msgs.msg import PoseStamped, Twist
     from nav_msgs.msg import Odometry
     from std_msgs.msg import String
@@ -136,13 +139,7 @@ def test_base_needs_its_mode_switch_and_the_controller_makes_it(procs, rclpy_nod
     request = rclpy_node.create_publisher(Twist, 'vln/cmd_vel_request', 10)
     goal_pub = rclpy_node.create_publisher(PoseStamped, 'vln/goal', 10)
 
-    def spin_until(cond, timeout_s):
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            rclpy.spin_once(rclpy_node, timeout_sec=0.05)
-            if cond():
-                return True
-        return False
+    spin_until = functools.partial(_spin_until, rclpy_node)
 
     procs.start(specs['sim_bridge'])
     procs.start(specs['safety'])

@@ -67,7 +67,7 @@ class ControllerNode(Node):
         self.create_subscription(String, 'vln/action', self._on_action, 10)
         self.create_subscription(String, 'vln/safety', self._on_safety, 10)
         self.create_timer(1.0 / c.control_rate_hz, self._tick)
-        self._mode = 'ready'   # 'waiting' until the mode service has answered
+        self._mode_ready = not c.mode_service   # False until the mode service has answered
         if c.mode_service:
             self._switch_mode(c.mode_service)
 
@@ -76,17 +76,12 @@ class ControllerNode(Node):
         until it has answered, goals are refused with the reason."""
         client = self.create_client(Trigger, name)
         t0 = self.get_clock().now()
-        state = {'called': False}
 
         def poll() -> None:
-            if state['called']:
-                return
             if client.service_is_ready():
-                state['called'] = True
                 timer.cancel()
                 client.call_async(Trigger.Request()).add_done_callback(answered)
             elif self._age(t0, self.get_clock().now()) > self.cfg.mode_wait_s:
-                state['called'] = True
                 timer.cancel()
                 self.get_logger().error(
                     f'mode service {name} not available after {self.cfg.mode_wait_s} s: the '
@@ -96,13 +91,12 @@ class ControllerNode(Node):
         def answered(future) -> None:
             res = future.result()
             if res is not None and res.success:
-                self._mode = 'ready'
+                self._mode_ready = True
                 self.get_logger().info(f'{name}: {res.message}')
             else:
                 self.get_logger().error(f'{name} failed: '
                                         f'{res.message if res else future.exception()}')
 
-        self._mode = 'waiting'
         timer = self.create_timer(0.2, poll)
 
     def _on_odom(self, msg: Odometry) -> None:
@@ -149,7 +143,7 @@ class ControllerNode(Node):
         if not target.is_finite():
             self._finish('aborted', 'goal not finite')
             return
-        if self._mode != 'ready':
+        if not self._mode_ready:
             self._finish('aborted', f'the base is not in navigation mode yet: '
                          f'{self.cfg.mode_service} has not answered')
             return
