@@ -8,6 +8,7 @@ import torch
 
 from vln_stack.models.llm_memory import (
     STREAM_QUERY,
+    STREAM_RETRY_QUERY,
     StreamingJanusPolicy,
     equivalent_mask,
     frame_positions,
@@ -22,8 +23,12 @@ GRID = (3, 4)   # 12 merged tokens per frame keeps the recompute small
 
 
 @pytest.fixture(scope='module')
-def policy(tmp_path_factory) -> JanusPolicy:
-    folder = make_tiny_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny-janus', seed=1)
+def folder(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny-janus', seed=1)
+
+
+@pytest.fixture(scope='module')
+def policy(folder) -> JanusPolicy:
     pol = JanusPolicy.from_folder(folder, dtype=torch.float64)
     return pol
 
@@ -157,3 +162,110 @@ def test_errors_are_clear(policy):
     stream.append_frame(_frames(1)[0], GRID)
     with pytest.raises(ValueError, match='resolution changed'):
         stream.append_frame(torch.randn(8, 128, dtype=torch.float64), (2, 4))
+
+
+# ---- in-place memory (SinkWindowCache) ---------------------------------------------------------
+def _buffer_ptrs(stream: StreamingJanusPolicy) -> list[tuple[int, int]]:
+    return [(lay.keys.data_ptr(), lay.values.data_ptr()) for lay in stream.cache.layers]
+
+
+def _spy_updates(stream: StreamingJanusPolicy, monkeypatch) -> list[bool]:
+    """Record, for every `update` the attention calls, whether the keys/values it got back are
+    views of the layer's own buffer covering exactly the layer's length (no concatenated copy)."""
+    reads: list[bool] = []
+    for layer in stream.cache.layers:
+        def spy(k, v, *args, _orig=layer.update, _layer=layer, **kwargs):
+            ks, vs = _orig(k, v, *args, **kwargs)
+            reads.append(ks.data_ptr() == _layer.keys.data_ptr()
+                         and vs.data_ptr() == _layer.values.data_ptr()
+                         and ks.shape[2] == vs.shape[2] == _layer.length)
+            return ks, vs
+        monkeypatch.setattr(layer, 'update', spy)
+    return reads
+
+
+@torch.inference_mode()
+def test_memory_appends_and_evicts_in_place(policy, monkeypatch):
+    stream = StreamingJanusPolicy(policy, initial_frames=2, window_frames=3, max_actions=4)
+    stream.reset(INSTRUCTION)
+    frames = _frames(14, seed=7)
+    stream.append_frame(frames[0], GRID)
+    ptrs, allocated = _buffer_ptrs(stream), stream.memory_bytes
+    reads = _spy_updates(stream, monkeypatch)
+    block = GRID[0] * GRID[1] + 2
+    head = len(stream.head_ids(INSTRUCTION))
+    for t, f in enumerate(frames[1:], start=1):
+        if t % 3:
+            stream.append_frame(f, GRID)
+            stream.query_logits()
+        else:
+            stream.step(f, GRID)        # query + greedy answer written after the memory
+        expect = list(range(t + 1)) if t < 5 else [0, 1] + list(range(t - 2, t + 1))
+        assert stream.frames.frame_ids(0) == expect, t
+        assert stream.frames.num_frames == len(expect) and stream.frames.frames_seen == t + 1
+        assert _buffer_ptrs(stream) == ptrs, f'buffers reallocated at step {t}'
+        assert stream.memory_bytes == allocated, t
+        assert stream.memory_tokens == head + len(expect) * block
+    assert len(reads) > 2 * len(frames) and all(reads)
+    stream.cache.rewind()   # the query / answer are dropped by resetting the length
+    assert all(lay.get_seq_length() == stream.memory_tokens for lay in stream.cache.layers)
+
+
+@torch.inference_mode()
+def test_buffers_hold_the_layout_and_are_reused_by_the_next_episode(policy, monkeypatch):
+    stream = StreamingJanusPolicy(policy, initial_frames=1, window_frames=2)
+    stream.reset(INSTRUCTION)
+    head, block = len(stream.head_ids(INSTRUCTION)), GRID[0] * GRID[1] + 2
+    written: list[torch.Tensor] = []    # layer 0's keys of each frame block, as computed
+    lay = stream.cache.layers[0]
+
+    def spy(k, v, *args, _orig=lay.update, **kwargs):
+        if k.shape[2] == block:
+            written.append(k.clone())
+        return _orig(k, v, *args, **kwargs)
+    monkeypatch.setattr(lay, 'update', spy)
+    frames = _frames(5, seed=11)
+    for f in frames:
+        stream.append_frame(f, GRID)
+    reserve = max(len(policy._ids(q)) for q in (STREAM_QUERY, STREAM_RETRY_QUERY))
+    assert lay.keys.shape[2] == head + (1 + 2 + 1) * block + reserve + policy.max_new_tokens
+    assert lay.keys.dtype == torch.float64
+    # slots hold frames [0 | 3, 4]: frame 3 evicted frame 1 (slot 1), frame 4 frame 2 (slot 2)
+    assert stream.frames.frame_ids() == [0, 3, 4]
+    for slot, frame in enumerate([0, 3, 4]):
+        start = head + slot * block
+        assert torch.equal(lay.keys[:, :, start:start + block], written[frame]), slot
+    ptrs = _buffer_ptrs(stream)
+    stream.reset(INSTRUCTION)
+    assert stream.frames.num_frames == 0 and stream.memory_tokens == head
+    # a query before the first frame sees the head alone
+    got, _ = stream.query_logits()
+    query_len = len(policy._ids(STREAM_QUERY))
+    ref = _full_recompute(policy, stream, [], equivalent_mask(head, block, [], [], query_len))
+    assert (got.logits[0, -1] - ref).abs().max() < 1e-9
+    stream.append_frame(frames[0], GRID)
+    assert _buffer_ptrs(stream) == ptrs    # same shapes: the buffers are reused
+    stream.reset(INSTRUCTION + ' Then turn around.')
+    stream.append_frame(frames[0], GRID)
+    assert lay.keys.shape[2] >= stream.memory_tokens + block + reserve + policy.max_new_tokens
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('device', [
+    'cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                          reason='no CUDA device'))])
+@torch.inference_mode()
+def test_in_place_memory_runs_in_any_dtype_and_device(folder, dtype, device):
+    pol = JanusPolicy.from_folder(folder, device=device, dtype=dtype)
+    stream = StreamingJanusPolicy(pol, initial_frames=1, window_frames=2)
+    stream.reset(INSTRUCTION)
+    frames = [f.to(dtype) for f in _frames(5, seed=13)]
+    stream.append_frame(frames[0], GRID)
+    ptrs = _buffer_ptrs(stream)
+    for f in frames[1:]:
+        dec, _ = stream.step(f, GRID)
+        assert dec.action in ('MOVE_FORWARD', 'TURN_LEFT', 'TURN_RIGHT', 'STOP')
+    assert _buffer_ptrs(stream) == ptrs and stream.frames.frame_ids() == [0, 3, 4]
+    lay = stream.cache.layers[0]
+    assert lay.keys.dtype == dtype and lay.keys.device.type == device
+    assert torch.isfinite(lay.keys[:, :, : stream.memory_tokens].float()).all()

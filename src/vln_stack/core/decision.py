@@ -39,6 +39,8 @@ class LoopConfig:
     decision_timeout_s: float = 10.0  # a slower decision is dropped (0 = no limit)
     max_dropped: int = 3              # drops in a row that end the episode
     max_refused: int = 10             # moves refused in a row that end the episode (0 = no limit)
+    encode_retry_s: float = 2.0       # a frame sent to the encoder without tokens back is resent
+    frame_source: str = 'camera frame'   # what a decision waits for, named in the timeout error
 
 
 @dataclass
@@ -65,6 +67,7 @@ class DecisionLoop:
         self.s = LoopState()
         self._since = 0.0      # frames must be stamped at or after this time
         self._deadline = 0.0
+        self._requested_at: float | None = None   # when a frame last went to the encoder
 
     @property
     def active(self) -> bool:
@@ -89,6 +92,7 @@ class DecisionLoop:
                            decision_seq=self.s.decision_seq + 1)
         self._since = now_s
         self._deadline = now_s + self.cfg.frame_timeout_s
+        self._requested_at = None
         return out
 
     def cancel(self, now_s: float, reason: str = 'canceled') -> list[Action]:
@@ -99,14 +103,26 @@ class DecisionLoop:
     def fail(self, reason: str) -> list[Action]:
         return self._end(FAILED, 'error', reason)
 
+    def _fresh(self, frame_stamp_s: float, now_s: float) -> bool:
+        return (frame_stamp_s >= self._since
+                and now_s - frame_stamp_s <= self.cfg.max_frame_age_s)
+
+    def wants_encoding(self, frame_stamp_s: float, now_s: float) -> bool:
+        """For policies on encoder tokens: True (and the request is noted) when this camera frame
+        should go to the memory encoder now, so the encoder's memory takes exactly one frame per
+        decision. That is the first fresh frame of a wait, or a newer one when the last request
+        got no tokens back within ``encode_retry_s`` (a dropped frame, a lost message)."""
+        if self.s.state != WAITING_FRAME or not self._fresh(frame_stamp_s, now_s):
+            return False
+        if self._requested_at is not None and now_s - self._requested_at < self.cfg.encode_retry_s:
+            return False
+        self._requested_at = now_s
+        return True
+
     def frame_ready(self, frame_stamp_s: float, now_s: float) -> bool:
         """True (and state -> deciding) when waiting and this frame is fresh enough to decide on.
         The decision then in flight is `LoopState.decision_seq`."""
-        if self.s.state != WAITING_FRAME:
-            return False
-        if frame_stamp_s < self._since:
-            return False
-        if now_s - frame_stamp_s > self.cfg.max_frame_age_s:
+        if self.s.state != WAITING_FRAME or not self._fresh(frame_stamp_s, now_s):
             return False
         self.s.state = DECIDING
         self.s.decision_seq += 1
@@ -174,12 +190,13 @@ class DecisionLoop:
         self.s.state = WAITING_FRAME
         self._since = now_s
         self._deadline = now_s + self.cfg.frame_timeout_s
+        self._requested_at = None
         return []
 
     def tick(self, now_s: float) -> list[Action]:
         """Timeouts: no fresh frame, a decision too slow, or a move that never reports done."""
         if self.s.state == WAITING_FRAME and now_s > self._deadline:
-            return self.fail(f'no fresh camera frame for {self.cfg.frame_timeout_s} s')
+            return self.fail(f'no fresh {self.cfg.frame_source} for {self.cfg.frame_timeout_s} s')
         if self.s.state == DECIDING and now_s > self._deadline:
             self.s.dropped += 1
             if self.s.dropped >= self.cfg.max_dropped:
@@ -190,6 +207,7 @@ class DecisionLoop:
             self.s.state = WAITING_FRAME
             self._since = now_s
             self._deadline = now_s + self.cfg.frame_timeout_s
+            self._requested_at = None
             return []
         if self.s.state == MOVING and now_s > self._deadline:
             return self.fail(f'move not reported done within {self.cfg.move_timeout_s} s')

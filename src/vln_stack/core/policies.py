@@ -38,6 +38,7 @@ class Decision:
     subgoal: str = ''                   # current subgoal (zero-shot backends)
     thought: str = ''                   # the model's stated reasoning, for the log
     reason: str = ''                    # why the decision is what it is (errors, retries)
+    history_frames: int = 0             # past frames of this episode the model saw (memory)
 
 
 class PolicyBackend:
@@ -80,8 +81,8 @@ class JanusBackend(PolicyBackend):
       prompt of the current frame plus up to 8 history frames sampled evenly over the WHOLE
       episode, no LLM state between steps, one action word, exact match, anything else STOP (no
       retry: the released code maps it to STOP, and a greedy re-decode would repeat it). History
-      tokens are kept for every past frame (fp16), so memory grows with the episode as released
-      (bounded by ``max_steps``). With the encoder's ``token_layout: split`` the images use the
+      tokens are kept for every past frame at the LLM's dtype (never downcast), so memory grows
+      with the episode as released (bounded by ``max_steps``; see tools.memory_budget). With the encoder's ``token_layout: split`` the images use the
       released fusion (each history image's semantic tokens + lambda x the CURRENT frame's spatial
       tokens), so published weights see what they were trained on.
     - ``streaming`` (ours): `StreamingJanusPolicy`, a bounded LLM key/value memory (instruction
@@ -95,8 +96,10 @@ class JanusBackend(PolicyBackend):
 
     def __init__(self, checkpoint_dir: str, device: str = 'cpu', *, janus_mode: str = 'released',
                  janus_initial_frames: int = 8, janus_window_frames: int = 48,
-                 janus_max_actions: int = 1, janus_retries: int = 1, **_: Any) -> None:
+                 janus_max_actions: int = 1, janus_retries: int = 1, dtype: str = 'auto',
+                 **_: Any) -> None:
         from ..models.llm_policy import JanusPolicy
+        from ..models.runtime import resolve_dtype
         if janus_mode not in ('released', 'streaming'):
             raise ValueError(f"janus_mode must be 'released' or 'streaming', got {janus_mode!r}")
         if not checkpoint_dir:
@@ -104,9 +107,10 @@ class JanusBackend(PolicyBackend):
                              'folder, e.g. models/tiny-janus made by '
                              '`python -m vln_stack.models.tiny_checkpoint --out models/tiny-janus`)')
         self.mode = janus_mode
-        self.policy = JanusPolicy.from_folder(checkpoint_dir, device=device)
+        self.policy = JanusPolicy.from_folder(checkpoint_dir, device=device,
+                                              dtype=resolve_dtype(dtype, device))
         self.width = int(self.policy.model.get_input_embeddings().weight.shape[1])
-        self.history: list[Any] = []          # released: every past frame's image tokens (fp16)
+        self.history: list[Any] = []          # released: every past frame's image tokens
         self.stream = None
         if janus_mode == 'streaming':
             from ..models.llm_memory import StreamingJanusPolicy
@@ -149,11 +153,13 @@ class JanusBackend(PolicyBackend):
         first, spatial = self._split(obs.tokens.float())
         grid = self._grid(first.shape[0])
         if self.stream is not None:
+            held = self.stream.frames.num_frames
             fused = first if spatial is None else first + self.policy.lam * spatial
             out, chunk = self.stream.step(fused, grid)
             more = [Action(a) for a in chunk[1:]]
             return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms, more=more,
-                            reason='' if out.valid else f'unparsable answer {out.raw_text[:60]!r}')
+                            reason='' if out.valid else f'unparsable answer {out.raw_text[:60]!r}',
+                            history_frames=held)
         if spatial is None:
             if not self._warned_layout:
                 import logging
@@ -161,20 +167,21 @@ class JanusBackend(PolicyBackend):
                     'janus released mode on fused tokens: per-frame fusion, not the released one '
                     '(set memory_encoder token_layout: split for the exact protocol)')
                 self._warned_layout = True
-            out = self.policy.decide(obs.instruction, [h.float() for h in self._sampled()],
-                                     first, grid_hw=grid)
+            out = self.policy.decide(obs.instruction, self._sampled(), first, grid_hw=grid)
         else:
             from ..models.dual_encoder import FusedFrame
 
             def frame(sem: Any, spa: Any) -> Any:
                 return FusedFrame(fused=sem, semantic=sem, spatial=spa, grid_hw=grid,
                                   frame_index=0, memory_frames=0, latency_ms=0.0)
-            past = [frame(h.float(), None) for h in self._sampled()]
+            past = [frame(h, None) for h in self._sampled()]
             out = self.policy.decide(obs.instruction, past, frame(first, spatial),
                                      fusion='released')
-        self.history.append(first.half())
+        past_frames = len(self.history)
+        self.history.append(first.to(self.policy.dtype))   # the model's dtype: no silent downcast
         return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms,
-                        reason='' if out.valid else f'not an action word: {out.raw_text[:60]!r}')
+                        reason='' if out.valid else f'not an action word: {out.raw_text[:60]!r}',
+                        history_frames=past_frames)
 
 
 class RandomBackend(PolicyBackend):

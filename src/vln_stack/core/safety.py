@@ -5,7 +5,7 @@ the obstacle clearance ahead and velocity requests, with the clock injected (sec
 publishes what :meth:`SafetyMonitor.filter` returns. Rules:
 
 * watchdog: every watched input (odometry, camera frames, the decision heartbeat, the encoder's
-  per-frame info) must have arrived within its deadline; otherwise the command is zero;
+  heartbeat) must have arrived within its deadline; otherwise the command is zero;
 * e-stop: latched until :meth:`SafetyMonitor.reset_estop`;
 * cancel: STOP on the action topic holds the robot until the next goal;
 * bounds: non-finite commands become zero; speeds are clamped to the profile limits;
@@ -25,7 +25,7 @@ WATCHED = {
     'camera': ('camera frames', 'check the camera driver and camera_ingest'),
     'status': ('decision heartbeat (vln/status)',
                'check the decision node and the link to the GPU host'),
-    'encoder': ('memory encoder info (vln/fused_tokens/info)',
+    'encoder': ('memory encoder heartbeat (vln/encoder/heartbeat)',
                 'check the memory_encoder node and the link to the GPU host'),
 }
 
@@ -40,7 +40,7 @@ class SafetyConfig:
     odom_timeout_s: float = 0.3
     camera_timeout_s: float = 0.5
     status_timeout_s: float = 0.3        # decision heartbeat is 10 Hz
-    encoder_timeout_s: float = 0.0       # encoder info comes per frame; 0 = not watched
+    encoder_timeout_s: float = 0.0       # encoder heartbeat is 10 Hz; 0 = not watched
     request_timeout_s: float = 0.3       # a silent controller -> zero
     obstacle_check: bool = True          # False: no obstacle sensor on this robot
     obstacle_stop_m: float = 0.15        # no forward motion with an obstacle this close

@@ -6,10 +6,14 @@ step and keeps no LLM state. Here the LLM keeps a memory instead, bounded like t
 * **sink**: the prompt head (system text + the instruction) is run once per episode and its keys /
   values are kept for the whole episode;
 * **frames**: each step appends ONE frame block (``<|vision_start|>`` + the frame's fused tokens +
-  ``<|vision_end|>``) to a `FrameKVCache` holding the first ``initial_frames`` blocks as attention
-  sinks plus the last ``window_frames`` blocks; older blocks are evicted;
+  ``<|vision_end|>``), keeping the first ``initial_frames`` blocks as attention sinks plus the last
+  ``window_frames`` blocks; older blocks are evicted;
 * **query**: a short question (the action list + the assistant turn) is run on top of the memory,
   the answer decoded greedily, and both are dropped again, so the memory holds only sink + frames.
+
+The memory is a `SinkWindowCache` (llm_cache.py): per layer one buffer allocated once per episode,
+written in place (append = write at the current length, eviction = one block copy, query dropped
+by resetting the length), which the stock transformers model runs on as its cache.
 
 Positions come from an explicit per-episode cursor (3D mRoPE: text tokens advance all three axes
 together; an image block's tokens take (t, row, col) offsets from the cursor as in Qwen2.5-VL's
@@ -28,10 +32,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from .kv_cache import FrameKVCache
 from .llm_policy import ACTIONS, SYSTEM_PROMPT, JanusPolicy, PolicyDecision
 
 __all__ = [
@@ -44,6 +48,9 @@ __all__ = [
     'parse_actions',
     'text_positions',
 ]
+
+if TYPE_CHECKING:
+    from .llm_cache import SinkWindowCache
 
 # The sink: system turn, then the task. Frame blocks follow, then the per-step query.
 STREAM_HEAD_TEMPLATE = (
@@ -166,21 +173,22 @@ class StreamingJanusPolicy:
         retries: int = 1,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        from .llm_cache import SinkWindowCache
+
         if max_actions < 1:
             raise ValueError(f'max_actions must be >= 1, got {max_actions}')
         self.policy = policy
         self.model = policy.model
         text_cfg = self.model.config.get_text_config()
         self.num_layers = int(text_cfg.num_hidden_layers)
-        self.frames = FrameKVCache(
+        self.cache: SinkWindowCache = SinkWindowCache(
             self.num_layers, initial_frames=initial_frames, window_frames=window_frames
         )
         self.max_actions = max_actions
         self.retries = retries
         self._clock = clock
         self._embed = self.model.get_input_embeddings()
-        self._head: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._head_len = 0
+        self._started = False
         self.cursor = 0
         self.instruction = ''
         self.block_len: int | None = None
@@ -192,74 +200,62 @@ class StreamingJanusPolicy:
     def device(self) -> torch.device:
         return self._embed.weight.device
 
+    @property
+    def frames(self) -> SinkWindowCache:
+        """The memory's frame bookkeeping (`frame_ids()`, `num_frames`, `frames_seen`)."""
+        return self.cache
+
     def head_ids(self, instruction: str) -> list[int]:
         return self.policy._ids(STREAM_HEAD_TEMPLATE.format(instruction=instruction))
 
     @torch.inference_mode()
     def reset(self, instruction: str) -> None:
         """New episode: empty memory, cursor 0, run the sink (system + instruction) once."""
-        self.frames.reset()
+        from transformers import DynamicCache
+
         self.instruction = instruction
         self.block_len = None
         self.held_at_append = []
         ids = torch.tensor([self.head_ids(instruction)], device=self.device)
         pos = text_positions(0, ids.shape[1]).to(self.device)[:, None]
-        cache = self._new_cache()
-        self.model(inputs_embeds=self._embed(ids), position_ids=pos, past_key_values=cache,
+        head = DynamicCache(config=self.model.config.get_text_config())
+        self.model(inputs_embeds=self._embed(ids), position_ids=pos, past_key_values=head,
                    use_cache=True, logits_to_keep=1)
-        self._head = [(lay.keys.clone(), lay.values.clone()) for lay in cache.layers]
-        self._head_len = ids.shape[1]
+        self.cache.start_episode([(lay.keys, lay.values) for lay in head.layers])
         self.cursor = ids.shape[1]
+        self._started = True
 
-    def _new_cache(self):
-        from transformers import DynamicCache
-        return DynamicCache(config=self.model.config.get_text_config())
-
-    def _memory_cache(self):
-        """A fresh transformers cache holding the sink and every held frame block."""
-        cache = self._new_cache()
-        for layer, (hk, hv) in enumerate(self._head):
-            held = self.frames.get(layer, ordered=False)
-            if held is None:
-                k, v = hk, hv
-            else:
-                fk, fv = held   # [B, H, F, P, D] -> [B, H, F*P, D]
-                b, h, f, p, d = fk.shape
-                k = torch.cat([hk, fk.reshape(b, h, f * p, d)], dim=2)
-                v = torch.cat([hv, fv.reshape(b, h, f * p, d)], dim=2)
-            cache.update(k, v, layer)
-        return cache
+    @property
+    def _reserve(self) -> int:
+        """Tokens a query plus its answer may take after the memory."""
+        return max(len(ids) for ids in self._query_ids.values()) + self.policy.max_new_tokens
 
     # ---- memory figures --------------------------------------------------------------------------
     @property
     def memory_tokens(self) -> int:
-        return self._head_len + self.frames.num_frames * (self.block_len or 0)
+        return self.cache.memory_len
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of the LLM key/value memory held (sink + frame blocks, allocated buffers)."""
-        head = sum(k.numel() * k.element_size() * 2 for k, _ in (self._head or []))
-        return head + self.frames.nbytes
+        """Bytes of the LLM key/value memory allocated (the per-layer buffers: sink, frame slots,
+        staging slot and query area; flat from the episode's first frame on)."""
+        return self.cache.nbytes
 
     @property
     def held_bytes(self) -> int:
         """Bytes of the keys/values actually held (sink + held frame blocks), below
-        `memory_bytes` until the frame window is full."""
-        if not self._head:
-            return 0
-        k = self._head[0][0]
-        per_token = 2 * self.num_layers * k.shape[1] * k.shape[3] * k.element_size()
-        return self.memory_tokens * per_token * k.shape[0]
+        `memory_bytes` (the buffers also hold the staging slot and the query area)."""
+        return self.cache.held_bytes
 
     def trace(self) -> StepTrace:
-        return StepTrace(self.frames.frames_seen, self.frames.frame_ids(0), self.cursor,
+        return StepTrace(self.cache.frames_seen, self.cache.frame_ids(), self.cursor,
                          self.memory_tokens, self.memory_bytes)
 
     # ---- steps ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def append_frame(self, tokens: torch.Tensor, grid_hw: tuple[int, int]) -> None:
         """Run one frame block over the memory and keep its keys/values (evicting if full)."""
-        if self._head is None:
+        if not self._started:
             raise RuntimeError('reset(instruction) must start the episode before frames arrive')
         n = int(tokens.shape[0])
         if int(grid_hw[0]) * int(grid_hw[1]) != n:
@@ -274,23 +270,28 @@ class StreamingJanusPolicy:
         marks = self._embed(torch.tensor(self.policy._vision, device=self.device))
         embeds = torch.cat([marks[:1], tokens.to(self.device, marks.dtype), marks[1:]])[None]
         pos, next_cursor = frame_positions(self.cursor, grid_hw)
-        cache = self._memory_cache()
-        held_before = self.frames.frame_ids(0)
+        held_before = self.cache.frame_ids()
+        self.cache.begin_frame(p, self._reserve)   # the block goes to slot `count`, in place
         self.model(inputs_embeds=embeds, position_ids=pos.to(self.device)[:, None],
-                   past_key_values=cache, use_cache=True, logits_to_keep=1)
-        for layer, lay in enumerate(cache.layers):
-            self.frames.append(layer, lay.keys[:, :, -p:].unsqueeze(2), lay.values[:, :, -p:].unsqueeze(2))
+                   past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache.commit_frame()                  # evicts by one block copy when full
         self.block_len = p
         self.cursor = next_cursor
         self.held_at_append.append(held_before)
 
     @torch.inference_mode()
     def query_logits(self, query: str = STREAM_QUERY):
-        """Run the query over the memory; returns (model output, position of the next token)."""
+        """Run the query over the memory; returns (model output, position of the next token).
+
+        The query's keys/values (and those of tokens decoded on ``output.past_key_values``) sit
+        after the memory until the next query or frame drops them."""
+        if not self._started:
+            raise RuntimeError('reset(instruction) must start the episode before a query')
         ids = torch.tensor([self._query_ids[query]], device=self.device)
         pos = text_positions(self.cursor, ids.shape[1]).to(self.device)[:, None]
         out = self.model(inputs_embeds=self._embed(ids), position_ids=pos,
-                         past_key_values=self._memory_cache(), use_cache=True, logits_to_keep=1)
+                         past_key_values=self.cache.query_cache(), use_cache=True,
+                         logits_to_keep=1)
         return out, self.cursor + ids.shape[1]
 
     @torch.inference_mode()
@@ -307,6 +308,7 @@ class StreamingJanusPolicy:
             pos = torch.full((3, 1, 1), next_pos + step, dtype=torch.long, device=self.device)
             out = self.model(inputs_embeds=self._embed(torch.tensor([[token]], device=self.device)),
                              position_ids=pos, past_key_values=out.past_key_values, use_cache=True)
+        self.cache.rewind()   # drop the query and the answer
         return self.policy.tokenizer.decode(new_ids, skip_special_tokens=True)
 
     def step(self, tokens: torch.Tensor, grid_hw: tuple[int, int]) -> tuple[PolicyDecision, list[str]]:

@@ -11,6 +11,7 @@ released), so per-step cost is bounded by the 9-image prompt.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -114,6 +115,28 @@ def _tokens_and_grid(
     return tokens, None
 
 
+# Checkpoints saved by transformers < 4.52 (and JanusVLN's) name the LLM ``model.*`` and the tower
+# ``visual.*``; the runtime layout is ``model.language_model.*`` / ``model.visual.*``.
+_LEGACY_KEYS = {
+    r'^visual': 'model.visual',
+    r'^model(?!\.(language_model|visual))': 'model.language_model',
+}
+
+
+@functools.cache
+def _text_only_class():
+    """``Qwen2_5_VLForConditionalGeneration`` without its vision tower (built on the meta device
+    by ``from_pretrained`` and dropped before any weight is read, so it costs no memory)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    class _TextOnlyQwen(Qwen2_5_VLForConditionalGeneration):
+        def __init__(self, config) -> None:
+            super().__init__(config)
+            self.model.visual = None
+
+    return _TextOnlyQwen
+
+
 class JanusPolicy:
     """Qwen2.5-VL (transformers class, unmodified) answering the JanusVLN prompt with an action.
 
@@ -168,26 +191,29 @@ class JanusPolicy:
         dtype: torch.dtype = torch.float32,
         **kwargs,
     ) -> JanusPolicy:
-        """Load the LLM (``Qwen2_5_VLForConditionalGeneration.from_pretrained``) and tokenizer.
+        """Load the LLM (text model + lm_head, no vision tower) and the tokenizer.
 
-        ``vggt.*`` / ``merger.*`` keys in the folder belong to the encoder and are ignored here.
+        The decision step gets its image tokens from the memory encoder, which holds the Qwen
+        vision tower, so the tower is never built or loaded here (`_TextOnlyQwen`); ``visual.*``,
+        ``vggt.*`` and ``merger.*`` keys in the folder belong to the encoder and are skipped.
 
         Raises:
             FileNotFoundError: folder or config.json missing (names the path).
             ValueError: LLM weights missing or of the wrong shape (lists keys).
         """
-        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         folder = check_folder(path)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the encoder's keys would be reported as "unexpected"
         try:
-            model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            model, info = _text_only_class().from_pretrained(
                 folder,
                 local_files_only=True,
                 dtype=dtype,
                 attn_implementation='sdpa',
+                key_mapping=_LEGACY_KEYS,
                 output_loading_info=True,
                 ignore_mismatched_sizes=True,  # reported below as a ValueError instead
             )
@@ -210,6 +236,11 @@ class JanusPolicy:
             settings.input_width // (14 * model.config.vision_config.spatial_merge_size),
         )
         return cls(model.to(device), tokenizer, **kwargs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype of the LLM (image tokens and history are kept at it)."""
+        return self.model.get_input_embeddings().weight.dtype
 
     # ---- prompt --------------------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:

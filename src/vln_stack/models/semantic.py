@@ -1,11 +1,13 @@
 """Semantic branch: JanusVLN image preprocessing + the stock Qwen2.5-VL vision tower.
 
-Preprocessing follows JanusVLN (CHECKPOINTS.md §1.5, §2.4 step 7, §3.2), written with
-numpy/torch only: resize to a target width (644 for the released model), height
-``round(H * W_t / W / 14) * 14``
-(bicubic, antialiased, quantised to uint8 levels like PIL), centre-crop if taller than the target,
-values in [0, 1]. That tensor feeds VGGT; the Qwen tower gets the same tensor cropped top-left to
-multiples of 28, CLIP-normalised and flattened into patches in the Qwen2-VL processor order.
+Preprocessing is the released JanusVLN loader (CHECKPOINTS.md §1.5, §2.4 step 7, §3.2): Pillow
+resizes the 8-bit RGB frame with ``Image.Resampling.BICUBIC`` to the target width (644 for the
+released model) and a height of ``round(H * W_t / W / 14) * 14`` (Python round), the result becomes
+float32 in [0, 1] (uint8 / 255, as torchvision's ToTensor), and a frame taller than the target is
+centre-cropped to it. Pillow's bicubic is not torch's ``interpolate(bicubic, antialias=True)``: on
+real frames those differ by up to 7/255, which moves the model's output, so Pillow is used. That
+tensor feeds VGGT; the Qwen tower gets the same tensor cropped top-left to multiples of 28,
+CLIP-normalised and flattened into patches in the Qwen2-VL processor order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import copy
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from transformers.models.qwen2_5_vl import (
     Qwen2_5_VisionTransformerPretrainedModel,
@@ -35,7 +37,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def preprocess_rgb(rgb: np.ndarray, target_width: int, *, patch_size: int = 14) -> torch.Tensor:
-    """JanusVLN / VGGT "crop"-mode loader on one frame.
+    """JanusVLN / VGGT "crop"-mode loader on one frame, with Pillow's bicubic resize.
 
     Args:
         rgb: ``[H, W, 3]`` uint8 RGB.
@@ -43,19 +45,23 @@ def preprocess_rgb(rgb: np.ndarray, target_width: int, *, patch_size: int = 14) 
     Returns:
         ``[3, H', W']`` float32 in [0, 1], ``W' = target_width``,
         ``H' = min(round(H * W' / W / patch) * patch, target_width)`` (centre crop when taller).
+    Raises:
+        ValueError: not an ``HxWx3`` uint8 image, or so flat that the resized height is 0.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f'expected an HxWx3 RGB image, got shape {rgb.shape}')
+    if rgb.dtype != np.uint8:
+        raise ValueError(f'expected uint8 RGB, got {rgb.dtype}')
     height, width = rgb.shape[:2]
     new_w = int(target_width)
     new_h = round(height * (new_w / width) / patch_size) * patch_size  # Python round, as released
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
-    if (new_h, new_w) != (height, width):
-        x = F.interpolate(
-            x, size=(new_h, new_w), mode='bicubic', antialias=True, align_corners=False
-        )
-        x = x.round().clamp_(0.0, 255.0)  # PIL resizes uint8 -> uint8
-    x = x[0] / 255.0
+    if new_h < patch_size:
+        raise ValueError(f'a {width}x{height} frame resized to width {new_w} has no {patch_size} px '
+                         'row left')
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).to(torch.float32) / 255.0
     if new_h > target_width:
         top = (new_h - target_width) // 2
         x = x[:, top : top + target_width]

@@ -8,20 +8,31 @@
 - ``vln/result`` (std_msgs/String, JSON, transient local): one message per ended episode - result
   (succeeded / canceled / preempted / step_limit / error), reason, steps, distance.
 
-Inference runs on a worker thread, never on the executor; a decision is taken on the newest frame
-stamped after the last move completed; a decision slower than ``decision_timeout_s`` is dropped
-and the robot holds still (see `vln_stack.core.decision`).
+A lifecycle node: the policy (for ``janus`` the LLM, at ``dtype``) loads in ``configure``; with
+``autostart`` (default) the node configures and activates itself. Until then instructions are
+refused with a reason. Inference and episode resets run in order on one worker thread, never on
+the executor (`vln_stack.core.policy_worker`); a decision is taken on the newest frame stamped
+after the last move completed; a decision slower than ``decision_timeout_s`` is dropped and the
+robot holds still (see `vln_stack.core.decision`).
+
+Policies on encoder tokens (``janus``) pick the camera frame to decide on from ``vln/image`` and
+ask the memory encoder to encode exactly that frame (``vln/encode_request``, String JSON with the
+episode and the frame stamp), so the encoder's memory holds one frame per decision; the tokens come
+back on ``vln/fused_tokens``. ``diagnostics`` reports the policy's state (ERROR after a failure).
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
-from rclpy.node import Node
+from rclpy.clock import Clock, ClockType
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Empty, String
@@ -30,6 +41,7 @@ from std_srvs.srv import Trigger
 from ..core.actions import Action, MoveSpec
 from ..core.decision import DecisionLoop, LoopConfig
 from ..core.policies import Decision, Observation, make_backend
+from ..core.policy_worker import PolicyWorker, StaleDecision
 from ..ros.common import declare_config, run_node
 from ..ros.convert import pose2d_from_odom, s_from_time
 from ..ros.images import check_tokens_msg, image_msg_to_rgb, image_msg_to_tokens
@@ -41,6 +53,8 @@ class DecisionConfig:
     seed: int = 0                     # random policy
     checkpoint_dir: str = ''          # janus: local checkpoint folder
     device: str = 'cpu'
+    dtype: str = 'auto'               # janus: auto (bfloat16 on CUDA, else float32) | float32 |
+                                      # bfloat16 | float16
     janus_mode: str = 'released'      # janus: 'released' (published protocol) | 'streaming' (ours)
     janus_initial_frames: int = 8     # streaming: frame blocks kept as sinks in the LLM memory
     janus_window_frames: int = 48     # streaming: most recent frame blocks kept
@@ -69,50 +83,99 @@ class DecisionConfig:
     max_refused: int = 10             # refused moves in a row that end the episode (0 = no limit)
     status_rate_hz: float = 10.0
     torch_threads: int = 1            # janus on CPU: torch threads (0 = torch's default)
+    encode_retry_s: float = 2.0       # janus: resend a frame to the encoder if no tokens came back
+    autostart: bool = True            # configure + activate on start-up (loads the policy)
 
 
-class DecisionNode(Node):
+class DecisionNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__('decision')
         self.cfg = c = declare_config(self, DecisionConfig)
         self.loop = DecisionLoop(LoopConfig(c.max_steps, c.move_timeout_s, c.frame_timeout_s,
                                             c.max_frame_age_s, c.decision_timeout_s,
-                                            c.max_dropped, c.max_refused))
-        if c.policy == 'janus' and c.torch_threads > 0:
-            import torch
-            torch.set_num_threads(c.torch_threads)
-        kwargs = {k: v for k, v in vars(c).items() if k not in ('policy', 'forward_m', 'turn_deg')}
-        self.backend = make_backend(c.policy, spec=MoveSpec(c.forward_m, c.turn_deg), **kwargs)
+                                            c.max_dropped, c.max_refused, c.encode_retry_s))
+        self.backend = None
+        self.worker: PolicyWorker | None = None
+        self._error = ''                                    # the last policy failure (diagnostics)
+        self._run = uuid.uuid4().hex[:8]                    # tells this node's episodes apart
         self._pose = None
         self._last_xy: tuple[float, float] | None = None
         self._distance = 0.0
-        self._frame: tuple[float, object] | None = None   # (stamp_s, message)
+        self._camera: tuple[float, Image] | None = None     # newest vln/image (stamp_s, message)
+        self._frame: tuple[float, object] | None = None     # what the next decision is taken on
         self._pending: tuple[Future, int] | None = None    # (future, decision_seq)
+        self._resetting: Future | None = None
+        self._requested: tuple[float, float] | None = None  # (frame stamp, wall time) to encoder
         self._subgoal = ''
         self._reported = 0                                  # last episode whose result went out
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='policy')
+        self._decisions = 0                                 # decisions taken in this episode
+        self._history_frames = 0
+        self._encode_ms = 0.0
+        self._tokens_sub = None
         self.action_pub = self.create_publisher(String, 'vln/action', 10)
         self.status_pub = self.create_publisher(String, 'vln/status', 10)
         self.result_pub = self.create_publisher(String, 'vln/result', QoSProfile(
             depth=10, reliability=ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.reset_pub = self.create_publisher(Empty, 'vln/episode_reset', 10)
+        self.request_pub = self.create_publisher(String, 'vln/encode_request', 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, 'diagnostics', 5)
         self.create_subscription(String, 'vln/instruction', self._on_instruction, 10)
         self.create_subscription(String, 'vln/move_done', self._on_move_done, 10)
         self.create_subscription(Odometry, 'odom', self._on_odom, 20)
-        if self.backend.needs_tokens:
-            self.create_subscription(Image, 'vln/fused_tokens', self._on_tokens, 5)
-        else:
-            self.create_subscription(Image, 'vln/image', self._on_image, 2)
+        self.create_subscription(Image, 'vln/image', self._on_image, 2)
         self.create_service(Trigger, 'vln/cancel', self._on_cancel)
         self.create_timer(0.05, self._tick)
         self.create_timer(1.0 / c.status_rate_hz, self._publish_status)
-        note = ' (simulator only: follows the reference path)' if c.policy == 'oracle' else ''
-        mode = f' ({c.janus_mode} memory)' if c.policy == 'janus' else ''
-        self.get_logger().info(f'policy {c.policy}{mode}{note}; waiting for an instruction on '
-                               f'{self.resolve_topic_name("vln/instruction")}')
+        self.create_timer(1.0, self._publish_diagnostics)
         self._autostart = c.instruction
         self._last_latency_ms = 0.0
+        if c.autostart:
+            # steady clock: with use_sim_time and no /clock yet the node must still configure
+            self._boot = self.create_timer(0.1, self._boot_once,
+                                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def _boot_once(self) -> None:
+        self._boot.cancel()
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        c = self.cfg
+        if c.policy == 'janus' and c.torch_threads > 0:
+            import torch
+            torch.set_num_threads(c.torch_threads)
+        kwargs = {k: v for k, v in vars(c).items() if k not in ('policy', 'forward_m', 'turn_deg')}
+        t0 = time.monotonic()
+        try:
+            backend = make_backend(c.policy, spec=MoveSpec(c.forward_m, c.turn_deg), **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any load failure leaves the node unconfigured
+            self._error = f'policy {c.policy!r} not loaded: {type(exc).__name__}: {exc}'
+            self.get_logger().error(
+                f'{self._error}. To do: fix the parameters (checkpoint_dir, device, dtype, '
+                'episode_file) and configure again; instructions are refused until then')
+            return TransitionCallbackReturn.FAILURE
+        self.backend, self.worker, self._error = backend, PolicyWorker(backend), ''
+        if backend.needs_tokens:
+            self.loop.cfg.frame_source = ('fused tokens from the memory encoder (check its log '
+                                          'and diagnostics)')
+        if backend.needs_tokens and self._tokens_sub is None:
+            self._tokens_sub = self.create_subscription(Image, 'vln/fused_tokens',
+                                                        self._on_tokens, 5)
+        note = ' (simulator only: follows the reference path)' if c.policy == 'oracle' else ''
+        mode = f' ({c.janus_mode} memory, {c.dtype} on {c.device})' if c.policy == 'janus' else ''
+        self.get_logger().info(
+            f'policy {c.policy}{mode}{note} ready in {time.monotonic() - t0:.1f} s; waiting for '
+            f'an instruction on {self.resolve_topic_name("vln/instruction")}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._publish(self.loop.cancel(self._now(), 'policy unloaded'))
+        if self.worker is not None:
+            self.worker.shutdown()
+        self.backend, self.worker = None, None
+        return TransitionCallbackReturn.SUCCESS
 
     # --- inputs -------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -131,7 +194,9 @@ class DecisionNode(Node):
         self._last_xy = (pose.x, pose.y)
 
     def _on_image(self, msg: Image) -> None:
-        self._frame = (s_from_time(msg.header.stamp), msg)
+        self._camera = (s_from_time(msg.header.stamp), msg)
+        if self.backend is not None and not self.backend.needs_tokens:
+            self._frame = self._camera
 
     def _on_tokens(self, msg: Image) -> None:
         try:
@@ -139,10 +204,22 @@ class DecisionNode(Node):
         except ValueError as exc:
             self.get_logger().warning(f'{exc}: dropped', throttle_duration_sec=2.0)
             return
+        stamp = s_from_time(msg.header.stamp)
+        if self._requested is not None and abs(stamp - self._requested[0]) < 1e-6:
+            self._encode_ms = (time.monotonic() - self._requested[1]) * 1000.0
         # Keep the message; it becomes a tensor in the policy worker, only when decided on.
-        self._frame = (s_from_time(msg.header.stamp), msg)
+        self._frame = (stamp, msg)
 
     def _on_instruction(self, msg: String) -> None:
+        if self.worker is None:
+            why = (f'the policy is not loaded ({self._error or "not configured"}); fix the '
+                   'parameters and configure the decision node again')
+            self.get_logger().error(f'instruction refused: {why}')
+            self.result_pub.publish(String(data=json.dumps({
+                'episode': 0, 'instruction': msg.data, 'result': 'error', 'reason': why,
+                'steps': 0, 'distance_m': 0.0, 'policy': self.cfg.policy, 'stamp': self._now()})))
+            return
+        self._error = ''
         previous = self.loop.s
         was_active = self.loop.active
         try:
@@ -155,12 +232,10 @@ class DecisionNode(Node):
             self.get_logger().info(f'episode {previous.episode} preempted by a new instruction')
             previous.result, previous.reason = 'preempted', 'a new instruction arrived'
             self._publish_result(previous)
-        self._distance, self._subgoal = 0.0, ''
-        try:
-            self.backend.reset(self.loop.s.instruction)
-        except Exception as exc:  # noqa: BLE001 - e.g. an unreachable zero-shot server
-            self.get_logger().error(f'policy reset failed: {type(exc).__name__}: {exc}')
-            self._publish(self.loop.fail(f'policy reset failed: {exc}'))
+        self._distance, self._subgoal, self._decisions, self._history_frames = 0.0, '', 0, 0
+        self._requested = None
+        # behind any decision still running, on the worker: nothing of the old episode leaks in
+        self._resetting = self.worker.reset(self.loop.s.episode, self.loop.s.instruction)
         self.reset_pub.publish(Empty())
         self.get_logger().info(f'episode {self.loop.s.episode}: "{self.loop.s.instruction}"')
         self._after_change()
@@ -197,6 +272,8 @@ class DecisionNode(Node):
         if self.loop.s.reason != before and 'dropped' in self.loop.s.reason:
             self.get_logger().warning(self.loop.s.reason)
         self._after_change()
+        if not self._reset_done() or self.backend is None:
+            return
         if self._pending is not None:
             fut, seq = self._pending
             if not fut.done():
@@ -204,6 +281,8 @@ class DecisionNode(Node):
             self._pending = None
             self._take(fut, seq)
             return
+        if self.backend.needs_tokens:
+            self._request_encoding(now)
         if self._frame is None:
             return
         stamp, frame = self._frame
@@ -213,15 +292,49 @@ class DecisionNode(Node):
                 self._publish(self.loop.fail('no valid odometry for the oracle'))
                 self._after_change()
                 return
-            self._pending = (self._worker.submit(self._timed_decide, obs), self.loop.s.decision_seq)
+            fut = self.worker.decide(self.loop.s.episode, lambda: self._timed_decide(obs))
+            self._pending = (fut, self.loop.s.decision_seq)
+
+    def _reset_done(self) -> bool:
+        """False while the episode's backend reset runs; a failed reset ends the episode."""
+        fut = self._resetting
+        if fut is None:
+            return True
+        if not fut.done():
+            return False
+        self._resetting = None
+        exc = fut.exception()
+        if exc is not None and self.loop.active:
+            self._error = f'policy reset failed: {type(exc).__name__}: {exc}'
+            self.get_logger().error(f'{self._error}; the robot holds. To do: check the policy '
+                                    '(e.g. its server) and give the instruction again')
+            self._publish(self.loop.fail(self._error))
+            self._after_change()
+            return False
+        return True
+
+    def _request_encoding(self, now: float) -> None:
+        """Send the camera frame this decision will be taken on to the memory encoder."""
+        if self._camera is None:
+            return
+        stamp, msg = self._camera
+        if not self.loop.wants_encoding(stamp, now):
+            return
+        self._requested = (stamp, time.monotonic())
+        self.request_pub.publish(String(data=json.dumps({
+            'episode': f'{self._run}-{self.loop.s.episode}',
+            'sec': msg.header.stamp.sec, 'nanosec': msg.header.stamp.nanosec})))
 
     def _take(self, fut: Future, seq: int) -> None:
         """Apply a finished decision (ignored by the loop when it was dropped meanwhile)."""
         try:
             dec: Decision = fut.result()
+        except StaleDecision:
+            return
         except Exception as exc:  # noqa: BLE001 - a policy crash must stop the robot
             if seq == self.loop.s.decision_seq and self.loop.s.state == 'deciding':
-                self.get_logger().error(f'policy failed: {type(exc).__name__}: {exc}')
+                self._error = f'policy failed: {describe_error(exc, self.cfg)}'
+                self.get_logger().error(f'{self._error}; the robot holds')
                 self._publish(self.loop.fail(f'policy error: {type(exc).__name__}: {exc}'))
                 self._after_change()
             return
@@ -229,7 +342,12 @@ class DecisionNode(Node):
             self.get_logger().info(f'late decision {dec.action.value} '
                                    f'({dec.latency_ms:.0f} ms) ignored')
             return
+        self._log_decision(dec, seq)
+
+    def _log_decision(self, dec: Decision, seq: int) -> None:
         self._last_latency_ms = dec.latency_ms
+        self._decisions += 1
+        self._history_frames = dec.history_frames
         if dec.subgoal:
             self._subgoal = dec.subgoal
         if not dec.valid:
@@ -240,8 +358,10 @@ class DecisionNode(Node):
             self.loop.s.result, self.loop.s.reason = 'error', f'no valid action: {why}'
         chunk = f' (+{",".join(a.value for a in dec.more)})' if dec.more else ''
         thought = f' - {dec.thought[:80]}' if dec.thought else ''
+        memory = (f', {dec.history_frames} history frames, encode {self._encode_ms:.0f} ms'
+                  if self.backend.needs_tokens else '')
         self.get_logger().info(f'step {self.loop.s.step}: {dec.action.value}{chunk} '
-                               f'({dec.latency_ms:.0f} ms){thought}')
+                               f'({dec.latency_ms:.0f} ms{memory}){thought}')
         self._after_change()
 
     def _timed_decide(self, obs: Observation) -> Decision:
@@ -261,7 +381,8 @@ class DecisionNode(Node):
 
     def _graph_ready(self) -> bool:
         """For the startup instruction: a frame arrived and the motion nodes are listening."""
-        return (self._frame is not None and self.action_pub.get_subscription_count() >= 2
+        return (self.backend is not None and self._camera is not None
+                and self.action_pub.get_subscription_count() >= 2
                 and (self._pose is not None or not self.backend.needs_pose))
 
     def _publish(self, actions: list[Action]) -> None:
@@ -298,11 +419,41 @@ class DecisionNode(Node):
             'queued': s.queued, 'subgoal': self._subgoal,
             'distance_m': round(self._distance, 3), 'result': s.result,
             'decision_ms': round(self._last_latency_ms, 3), 'reason': s.reason,
+            'decisions': self._decisions, 'history_frames': self._history_frames,
+            'encode_ms': round(self._encode_ms, 3), 'loaded': self.backend is not None,
+            'error': self._error,
             'policy': self.cfg.policy, 'stamp': self._now()})))
 
-    def on_shutdown(self) -> None:
+    def _publish_diagnostics(self) -> None:
+        st = DiagnosticStatus(name='vln_stack: decision', hardware_id=self.cfg.device)
+        if self._error:
+            st.level, st.message = DiagnosticStatus.ERROR, self._error[:400]
+        elif self.backend is None:
+            st.level, st.message = DiagnosticStatus.WARN, 'policy not loaded (not configured)'
+        else:
+            st.level, st.message = DiagnosticStatus.OK, f'{self.loop.s.state}'
+        vals = {'policy': self.cfg.policy, 'state': self.loop.s.state,
+                'episode': self.loop.s.episode, 'step': self.loop.s.step,
+                'decision_ms': f'{self._last_latency_ms:.1f}', 'encode_ms': f'{self._encode_ms:.1f}'}
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def on_shutdown(self, state: LifecycleState | None = None) -> TransitionCallbackReturn:
         self._publish(self.loop.cancel(self._now(), 'decision node shutting down'))
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        if self.worker is not None:
+            self.worker.shutdown()
+        return TransitionCallbackReturn.SUCCESS
+
+
+def describe_error(exc: BaseException, cfg: DecisionConfig) -> str:
+    """The log line for a failed decision (an out-of-memory error names the memory asked for)."""
+    if cfg.policy != 'janus':
+        return f'{type(exc).__name__}: {exc}'
+    from ..models.runtime import describe_model_error
+    return describe_model_error(exc, what='the janus decision step', device=cfg.device,
+                                todo='give the instruction again once fixed')
 
 
 def main(args: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 In: ``vln/cmd_vel_request`` (geometry_msgs/Twist from the velocity controller), ``odom``, camera
 frames (``camera_topic``, default the ingest's ``vln/image``), the decision heartbeat
-``vln/status``, the encoder's ``vln/fused_tokens/info``, ``vln/action`` (STOP = cancel),
+``vln/status``, the encoder's ``vln/encoder/heartbeat``, ``vln/action`` (STOP = cancel),
 ``vln/goal`` (re-arms after a cancel), ``vln/estop`` (std_msgs/Bool, true latches) and the obstacle
 sensor: ``camera/depth/image_raw`` + ``camera/depth/camera_info`` or ``scan``.
 Out: ``cmd_vel`` (bounded Twist), ``vln/safety`` (JSON state), ``diagnostics``.
@@ -44,7 +44,7 @@ class SafetyNodeConfig:
     odom_timeout_s: float = 0.3
     camera_timeout_s: float = 0.5
     status_timeout_s: float = 0.3       # vln/status is 10 Hz
-    encoder_timeout_s: float = 0.0      # vln/fused_tokens/info per frame; 0 = not watched
+    encoder_timeout_s: float = 0.0      # vln/encoder/heartbeat (10 Hz); 0 = not watched
     request_timeout_s: float = 0.3
     camera_topic: str = 'vln/image'     # or camera/image_raw
     obstacle_source: str = 'depth'      # depth | scan | none
@@ -94,7 +94,7 @@ class SafetyNode(Node):
         self.create_subscription(Odometry, 'odom', self._on_odom, 20)
         self.create_subscription(Image, c.camera_topic, self._heard('camera'), SENSOR_QOS)
         self.create_subscription(String, 'vln/status', self._heard('status'), 10)
-        self.create_subscription(String, 'vln/fused_tokens/info', self._heard('encoder'), 10)
+        self.create_subscription(String, 'vln/encoder/heartbeat', self._heard('encoder'), 10)
         self.create_subscription(String, 'vln/action', self._on_action, 10)
         self.create_subscription(PoseStamped, 'vln/goal', lambda _m: self.monitor.rearm(), 10)
         self.create_subscription(Bool, 'vln/estop', self._on_estop_topic, 10)

@@ -184,8 +184,12 @@ def run_one(episode_file: Path, episode: Episode, *, policy: str = 'oracle', rob
         say(f'started {len(specs)} nodes on ROS_DOMAIN_ID={domain}: '
             f'{", ".join(s.name for s in specs)} (logs in {out / "logs"})')
         deadline = time.monotonic() + 120.0
-        while not (mon.status_count and mon.pose is not None and mon.frame is not None):
+        while not (mon.status_count and mon.status.get('loaded', True)
+                   and mon.pose is not None and mon.frame is not None):
             mon.spin(0.2)
+            if mon.status.get('error') and not mon.status.get('loaded', True):
+                raise RuntimeError(_with_logs(f'the decision node could not load its policy: '
+                                              f'{mon.status["error"]}', group, out))
             dead = group.dead()
             if dead or time.monotonic() > deadline:
                 raise RuntimeError(_with_logs(f'graph did not come up (exited: {dead or "none"})',

@@ -1,7 +1,7 @@
 """Stop latency per fault, through real processes: each fault injected once, measured from outside.
 
 Standalone faults run the safety node alone, fed by this tool's own publishers (odometry, camera
-frames, the decision heartbeat, encoder info, a LaserScan and 50 Hz velocity requests); graph
+frames, the decision heartbeat, the encoder heartbeat, a LaserScan and 50 Hz velocity requests); graph
 faults run the simulator graph and kill a node mid-move or drive at a wall. Latency is measured
 from the fault (the last message before an input went silent, a kill, an e-stop) to the first
 zero twist on ``cmd_vel``, and in the simulator to the base standing still on ``odom``.
@@ -146,7 +146,7 @@ class Feeder:
         self.pubs = {'odom': n.create_publisher(Odometry, 'odom', 20),
                      'camera': n.create_publisher(Image, 'vln/image', 5),
                      'status': n.create_publisher(String, 'vln/status', 10),
-                     'encoder': n.create_publisher(String, 'vln/fused_tokens/info', 10),
+                     'encoder': n.create_publisher(String, 'vln/encoder/heartbeat', 10),
                      'scan': n.create_publisher(LaserScan, 'scan', 5),
                      'request': n.create_publisher(Twist, 'vln/cmd_vel_request', 20)}
         self.estop_pub = n.create_publisher(Bool, 'vln/estop', 10)
@@ -177,7 +177,7 @@ class Feeder:
         if key == 'status':
             return String(data=json.dumps({'state': 'moving'}))
         if key == 'encoder':
-            return String(data=json.dumps({'frame_index': 0}))
+            return String(data=json.dumps({'episode': '', 'frames': 0}))
         if key == 'scan':
             m = LaserScan(angle_min=-math.pi / 2, angle_max=math.pi / 2,
                           angle_increment=math.pi / 60, range_min=0.05, range_max=20.0)
@@ -412,7 +412,7 @@ def run_kill(node: str, *, domain: int, log_dir: Path, checkpoint_dir: str = '')
     probe.node.create_subscription(String, 'vln/status', lambda m: status.update(
         json.loads(m.data)), 10)
     info: list = []
-    probe.node.create_subscription(String, 'vln/fused_tokens/info', info.append, 10)
+    probe.node.create_subscription(String, 'vln/encoder/heartbeat', info.append, 10)
     pub = probe.node.create_publisher(String, 'vln/instruction', 10)
     try:
         with ProcessGroup(ros_env(domain), log_dir=log_dir) as group:
