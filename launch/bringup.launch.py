@@ -4,7 +4,8 @@
 
 Arguments: robot (go2 | stretch3 | agri | path to a profile YAML), instruction ('' = wait for
 vln/instruction), params_file, use_sim_time, namespace, policy (janus | oracle), checkpoint_dir,
-camera_source (topic | realsense | opencv). Remaps come from the robot profile. The same graph is
+camera_source (topic | realsense | opencv), device and dtype of the
+model nodes. Remaps come from the robot profile. The same graph is
 started without `launch` by vln_stack.tools.graph (demo runner and CI).
 """
 from launch import LaunchDescription
@@ -24,6 +25,9 @@ ARGS = {
     'policy': ('janus', 'decision backend: janus | oracle (simulator only)'),
     'checkpoint_dir': ('models/tiny-janus', 'local JanusVLN checkpoint folder'),
     'camera_source': ('topic', 'camera ingest source: topic | realsense | opencv'),
+    'device': ('cpu', 'where the models run: cpu | cuda | cuda:N (memory encoder and decision)'),
+    'dtype': ('auto', 'model dtype: auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 '
+                      '| float16'),
 }
 
 
@@ -44,9 +48,11 @@ def _nodes(context, *_, **__):
 
     return [
         node('camera_ingest', 'camera_ingest', {'source': arg['camera_source']}),
-        node('memory_encoder', 'memory_encoder', {'checkpoint_dir': arg['checkpoint_dir']}),
+        node('memory_encoder', 'memory_encoder', {'checkpoint_dir': arg['checkpoint_dir'],
+                                                  'device': arg['device'], 'dtype': arg['dtype']}),
         node('decision', 'decision', {'policy': arg['policy'],
                                       'checkpoint_dir': arg['checkpoint_dir'],
+                                      'device': arg['device'], 'dtype': arg['dtype'],
                                       'instruction': arg['instruction']}),
         node('waypoint', 'waypoint'),
         node('velocity_controller', 'velocity_controller'),

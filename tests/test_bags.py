@@ -95,7 +95,8 @@ def test_record_episode_bag(recorded):
     from vln_stack.tools.bag_play import resolve_msg_type
 
     bag, metrics = recorded['bag'], recorded['metrics']
-    assert metrics['success'] == 1.0 and metrics['state'] == 'stopped', metrics
+    assert metrics['success'] == 1.0 and metrics['state'] == 'stopped', (
+        metrics['state'], metrics.get('reason'), metrics.get('steps'))
     steps = metrics['steps']
     assert 6 <= steps <= 40
     assert 'recorded ' in recorded['stdout']

@@ -183,6 +183,26 @@ def test_encoder_out_of_memory_holds_the_robot_and_says_why(
     assert 'memory_encoder' not in procs.dead()
 
 
+def test_decision_out_of_memory_ends_the_episode_stopped_and_says_why(
+        procs, rclpy_node, forward_checkpoint):
+    # The streaming LLM memory is allocated at the first frame: this window cannot be.
+    _start(procs, forward_checkpoint, decision={'janus_mode': 'streaming',
+                                                'janus_window_frames': 200_000_000_000})
+    w = Watch(rclpy_node)
+    _up(w, procs)
+    start = (w.odom.x, w.odom.y)
+    w.say('walk forward')
+    assert w.spin_until(lambda: w.results, 60), (w.status, _log(procs, 'decision')[-1500:])
+    res = w.results[-1]
+    assert res['result'] == 'error' and 'policy error' in res['reason'], res
+    assert w.spin_until(lambda: w.diag.get('vln_stack: decision', (0,))[0] == 2, 5), w.diag
+    assert 'ran out of memory' in w.diag['vln_stack: decision'][1]
+    assert w.spin_until(lambda: 'asked for' in _log(procs, 'decision'), 5)
+    w.spin_until(lambda: False, 1.0)
+    assert abs(w.odom.x - start[0]) < 0.01 and abs(w.odom.y - start[1]) < 0.01
+    assert not procs.dead()
+
+
 def test_missing_checkpoint_is_a_clear_error_and_publishes_nothing(procs, rclpy_node, tmp_path):
     from vln_stack.tools.graph import sim_graph
 

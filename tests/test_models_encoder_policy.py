@@ -371,3 +371,30 @@ def test_models_never_import_rclpy():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or '']
             assert not any(n.split('.')[0] == 'rclpy' for n in names), path
+
+
+def test_the_decision_llm_loads_without_a_vision_tower(tiny_folder):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    policy = JanusPolicy.from_folder(tiny_folder)
+    names = [n for n, _ in policy.model.named_parameters()]
+    assert names and not any('visual' in n for n in names)
+    full = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_folder, local_files_only=True,
+                                                              attn_implementation='sdpa')
+    assert full.model.visual is not None
+    assert sum(p.numel() for p in full.parameters()) > sum(
+        p.numel() for p in policy.model.parameters()) + sum(
+        p.numel() for p in full.model.visual.parameters()) - 1
+    ids = torch.randint(0, 400, (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(policy.model(input_ids=ids).logits, full(input_ids=ids).logits)
+
+
+def test_encoder_in_bfloat16_keeps_rope_frequencies_in_float32(tiny_folder):
+    enc = DualMemoryEncoder.from_folder(tiny_folder, dtype=torch.bfloat16)
+    assert next(enc.semantic.parameters()).dtype is torch.bfloat16
+    freqs = {n: b for n, b in enc.semantic.named_buffers() if n.endswith('inv_freq')}
+    assert freqs and all(b.dtype is torch.float32 for b in freqs.values())
+    ref = DualMemoryEncoder.from_folder(tiny_folder)
+    for name, buf in freqs.items():
+        assert torch.equal(buf, dict(ref.semantic.named_buffers())[name])

@@ -62,6 +62,21 @@ class FusedFrame:
     latency_ms: float
 
 
+def _to_keeping_rope_fp32(module: torch.nn.Module, device: torch.device,
+                          dtype: torch.dtype) -> torch.nn.Module:
+    """``module.to(device, dtype)`` except RoPE ``inv_freq`` buffers, which stay float32 (as in
+    a transformers model loaded in bf16: they are computed in fp32 and never cast)."""
+    keep = {name: buf.detach().clone() for name, buf in module.named_buffers()
+            if name.rsplit('.', 1)[-1] in ('inv_freq', 'original_inv_freq')
+            and buf.dtype == torch.float32}
+    module = module.to(device, dtype)
+    for name, buf in keep.items():
+        owner, attr = (module.get_submodule(name.rsplit('.', 1)[0]) if '.' in name else module,
+                       name.rsplit('.', 1)[-1])
+        setattr(owner, attr, buf.to(device))
+    return module
+
+
 class DualMemoryEncoder:
     """Streaming dual encoder; call `reset` at every episode start and `encode` per frame."""
 
@@ -83,7 +98,7 @@ class DualMemoryEncoder:
         self.output_device = torch.device(output_device)
         self.aggregator = aggregator.to(self.device, dtype).eval()
         self.merger = merger.to(self.device, dtype).eval()
-        self.semantic = semantic.to(self.device, dtype).eval()
+        self.semantic = _to_keeping_rope_fp32(semantic, self.device, dtype).eval()
         self.layer_index = settings.vggt_layer % aggregator.depth
         self.cache = aggregator.new_cache(
             initial_frames=settings.kv_initial_frames, window_frames=settings.kv_window_frames

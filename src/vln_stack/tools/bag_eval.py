@@ -35,9 +35,9 @@ of one bag: 53 / 13 / 7 % agreement; the same node under a SingleThreadedExecuto
 
 Limits: (1) a decision must come before the next recorded ``move_done`` (a 1 s move leaves
 1/R s wall at ``--rate`` R); a later one makes the loop ignore that report and the sequences
-shift (the table shows it); (2) with janus the memory encoder encodes whichever frames it keeps
-up with, so its memory can differ between replays unless ``--frames decision`` (one frame per
-decision); (3) a replayed decision that differs from the recording cannot change what comes
+shift (the table shows it); (2) with janus the memory encoder encodes the frame each decision
+is taken on (``memory_encoder.encode_on: decision``, the default), so its memory follows the
+replayed decisions; (3) a replayed decision that differs from the recording cannot change what comes
 next: later frames and poses are still the recorded ones (open loop in that sense).
 
 **openloop**: no ROS graph. For each decision step of the bag (instruction, then the first frame
@@ -733,9 +733,9 @@ def _replay_once(bag: Path, content: BagContent, *, group: Any, specs: list[Any]
         wait(lambda: not rec.wait_for_publishers(need, 0.0), f'publishers of {need}',
              min(120.0, timeout_s))
         t_up = time.monotonic()
-        if 'memory_encoder' in started:
-            _wait_lifecycle_active(node, 'memory_encoder', time.monotonic() + 180.0, dead,
-                                   preroll)
+        for name in ('memory_encoder', 'decision'):   # both load their models in configure
+            if name in started:
+                _wait_lifecycle_active(node, name, time.monotonic() + 180.0, dead, preroll)
         if pubs:
             wait(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()),
                  'a subscriber on every played topic', 60.0)

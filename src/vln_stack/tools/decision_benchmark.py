@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--checkpoint', default='models/tiny-janus',
                     help='local JanusVLN checkpoint folder (default: the tiny one)')
     ap.add_argument('--device', default='cpu')
-    ap.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
+    ap.add_argument('--dtype', default=None, choices=['float32', 'bfloat16', 'float16'],
+                    help='LLM weights dtype (default: bfloat16 on CUDA, float32 on CPU)')
     ap.add_argument('--steps', type=int, default=500)
     ap.add_argument('--modes', default=','.join(MODES), help='comma list of ' + '/'.join(MODES))
     ap.add_argument('--grid', default='', help='merged token grid ROWSxCOLS per frame '
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f'unknown mode(s) {bad}; have {MODES}')
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dtype is None:
+        args.dtype = 'bfloat16' if torch.device(args.device).type == 'cuda' else 'float32'
 
     from ..models.llm_policy import JanusPolicy
     folder = Path(args.checkpoint)

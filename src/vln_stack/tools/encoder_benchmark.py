@@ -196,9 +196,9 @@ class Setup:
 
 
 def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == 'auto':
-        return torch.bfloat16 if device.type == 'cuda' else torch.float32
-    return {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[name]
+    from ..models.runtime import resolve_dtype
+    short = {'fp32': 'float32', 'bf16': 'bfloat16', 'fp16': 'float16'}
+    return resolve_dtype(short.get(name, name), device)
 
 
 def _default_repeats(preset: str, device: torch.device) -> int:
@@ -737,9 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     p.add_argument(
         '--dtype',
-        choices=('auto', 'fp32', 'bf16', 'fp16'),
+        choices=('auto', 'float32', 'bfloat16', 'float16', 'fp32', 'bf16', 'fp16'),
         default='auto',
-        help='weights dtype, with autocast when not fp32; auto = bf16 on CUDA, fp32 on CPU',
+        help='weights dtype, with autocast when not float32; auto (default) = bfloat16 on CUDA, '
+        'float32 on CPU; fp32/bf16/fp16 are accepted as short names',
     )
     p.add_argument(
         '--frames',
