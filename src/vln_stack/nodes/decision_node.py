@@ -195,8 +195,12 @@ class DecisionNode(LifecycleNode):
 
     def _on_image(self, msg: Image) -> None:
         self._camera = (s_from_time(msg.header.stamp), msg)
-        if self.backend is not None and not self.backend.needs_tokens:
+        if self.backend is None:
+            return
+        if not self.backend.needs_tokens:
             self._frame = self._camera
+        elif self._resetting is None and self._pending is None:
+            self._request_encoding(self._now())   # at once, not on the next tick
 
     def _on_tokens(self, msg: Image) -> None:
         try:
