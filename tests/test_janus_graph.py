@@ -160,17 +160,26 @@ def test_one_memory_step_per_decision_and_resets_that_race_a_decision(
     assert not procs.dead()
 
 
-def test_encoder_out_of_memory_holds_the_robot_and_says_why(
-        procs, rclpy_node, forward_checkpoint):
-    # A window this long cannot be allocated anywhere: the first encode runs out of memory.
-    _start(procs, forward_checkpoint, memory_encoder={'window_frames': 200_000_000_000},
-           decision={'frame_timeout_s': 4.0})
+def _episode_that_fails(procs, rclpy_node, checkpoint, **overrides):
+    """Start the graph, give an instruction, wait for its (error) result; the robot never moved."""
+    _start(procs, checkpoint, **overrides)
     w = Watch(rclpy_node)
     _up(w, procs)
     start = (w.odom.x, w.odom.y)
     w.say('walk forward')
     assert w.spin_until(lambda: w.results, 60), (w.status, _log(procs, 'decision')[-1500:])
-    res = w.results[-1]
+    w.spin_until(lambda: False, 1.0)
+    assert abs(w.odom.x - start[0]) < 0.01 and abs(w.odom.y - start[1]) < 0.01
+    assert not procs.dead()
+    return w, w.results[-1]
+
+
+def test_encoder_out_of_memory_holds_the_robot_and_says_why(
+        procs, rclpy_node, forward_checkpoint):
+    # A window this long cannot be allocated anywhere: the first encode runs out of memory.
+    w, res = _episode_that_fails(procs, rclpy_node, forward_checkpoint,
+                                 memory_encoder={'window_frames': 200_000_000_000},
+                                 decision={'frame_timeout_s': 4.0})
     assert res['result'] == 'error' and 'memory encoder' in res['reason'], res
     assert w.spin_until(lambda: w.diag.get('vln_stack: memory_encoder', (0,))[0] == 2, 5), w.diag
     log = _log(procs, 'memory_encoder')
@@ -179,28 +188,18 @@ def test_encoder_out_of_memory_holds_the_robot_and_says_why(
     w.spin_until(lambda: False, 1.0)
     assert w.heartbeats[-1] == beat, 'the encoder heartbeat went on after the failure'
     assert any(r['key'] == 'encoder' for r in w.safety.get('reasons', [])), w.safety
-    assert abs(w.odom.x - start[0]) < 0.01 and abs(w.odom.y - start[1]) < 0.01
-    assert 'memory_encoder' not in procs.dead()
 
 
 def test_decision_out_of_memory_ends_the_episode_stopped_and_says_why(
         procs, rclpy_node, forward_checkpoint):
     # The streaming LLM memory is allocated at the first frame: this window cannot be.
-    _start(procs, forward_checkpoint, decision={'janus_mode': 'streaming',
-                                                'janus_window_frames': 200_000_000_000})
-    w = Watch(rclpy_node)
-    _up(w, procs)
-    start = (w.odom.x, w.odom.y)
-    w.say('walk forward')
-    assert w.spin_until(lambda: w.results, 60), (w.status, _log(procs, 'decision')[-1500:])
-    res = w.results[-1]
+    w, res = _episode_that_fails(procs, rclpy_node, forward_checkpoint,
+                                 decision={'janus_mode': 'streaming',
+                                           'janus_window_frames': 200_000_000_000})
     assert res['result'] == 'error' and 'policy error' in res['reason'], res
     assert w.spin_until(lambda: w.diag.get('vln_stack: decision', (0,))[0] == 2, 5), w.diag
     assert 'ran out of memory' in w.diag['vln_stack: decision'][1]
     assert w.spin_until(lambda: 'asked for' in _log(procs, 'decision'), 5)
-    w.spin_until(lambda: False, 1.0)
-    assert abs(w.odom.x - start[0]) < 0.01 and abs(w.odom.y - start[1]) < 0.01
-    assert not procs.dead()
 
 
 def test_missing_checkpoint_is_a_clear_error_and_publishes_nothing(procs, rclpy_node, tmp_path):

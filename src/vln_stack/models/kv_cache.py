@@ -25,7 +25,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ['FrameKVCache']
+__all__ = ['FrameKVCache', 'check_bounds']
+
+
+def check_bounds(num_layers: int, initial_frames: int, window_frames: int) -> None:
+    """ValueError unless a frame memory has layers, >= 0 sink frames and a window of >= 1."""
+    if num_layers < 1:
+        raise ValueError(f'num_layers must be >= 1, got {num_layers}')
+    if initial_frames < 0 or window_frames < 1:
+        raise ValueError('need initial_frames >= 0 and window_frames >= 1, '
+                         f'got {initial_frames}, {window_frames}')
 
 
 class _LayerStore:
@@ -54,13 +63,7 @@ class FrameKVCache:
     def __init__(
         self, num_layers: int, *, initial_frames: int = 8, window_frames: int = 48
     ) -> None:
-        if num_layers < 1:
-            raise ValueError(f'num_layers must be >= 1, got {num_layers}')
-        if initial_frames < 0 or window_frames < 1:
-            raise ValueError(
-                'need initial_frames >= 0 and window_frames >= 1, '
-                f'got {initial_frames}, {window_frames}'
-            )
+        check_bounds(num_layers, initial_frames, window_frames)
         self.num_layers = num_layers
         self.initial_frames = initial_frames
         self.window_frames = window_frames

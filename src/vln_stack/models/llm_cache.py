@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from .kv_cache import check_bounds
+
 __all__ = ['SinkWindowCache', 'SlabLayer']
 
 
@@ -109,11 +111,7 @@ class SinkWindowCache(Cache):
     def __init__(
         self, num_layers: int, *, initial_frames: int = 8, window_frames: int = 48
     ) -> None:
-        if num_layers < 1:
-            raise ValueError(f'num_layers must be >= 1, got {num_layers}')
-        if initial_frames < 0 or window_frames < 1:
-            raise ValueError('need initial_frames >= 0 and window_frames >= 1, '
-                             f'got {initial_frames}, {window_frames}')
+        check_bounds(num_layers, initial_frames, window_frames)
         super().__init__(layers=[SlabLayer() for _ in range(num_layers)])
         self.initial_frames = initial_frames
         self.window_frames = window_frames
