@@ -6,7 +6,7 @@ Arguments: robot (go2 | stretch3 | agri | path to a profile YAML), instruction (
 vln/instruction), params_file, use_sim_time, namespace, policy (janus | oracle), checkpoint_dir,
 camera_source (topic | realsense | opencv), device and dtype of the
 model nodes. Remaps come from the robot profile. The same graph is
-started without `launch` by vln_stack.tools.graph (demo runner and CI).
+started without `launch` by vln_stack.tools.runner.graph (demo runner and CI).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

@@ -23,7 +23,7 @@ from vln_stack.core.episodes import find_episode
 from vln_stack.core.profiles import load_profile
 from vln_stack.sim.sdf import build_sdf, server_command
 from vln_stack.sim.worlds import RobotBody
-from vln_stack.tools.graph import launch_node_kwargs, sim_graph
+from vln_stack.tools.runner.graph import launch_node_kwargs, sim_graph
 
 ARGS = {
     'episode_file': ('', 'episode YAML (default: config/episodes/indoor.yaml)'),

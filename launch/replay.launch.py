@@ -3,7 +3,7 @@
     ros2 launch vln_stack replay.launch.py bag:=../shared/data/internnav_go2_office_vln/rosbag2_mcap \
         image_topic:=/camera/color/image_raw/compressed compressed:=true
 
-The player (vln_stack.tools.bag_play, rosbags-based, no rosbag2_py needed) publishes /clock from
+The player (vln_stack.tools.bags.play, rosbags-based, no rosbag2_py needed) publishes /clock from
 the bag and every node runs on that time. Without odometry in the bag the motion nodes only log.
 """
 from launch import LaunchDescription

@@ -2,7 +2,7 @@
 
     ros2 launch vln_stack sim.launch.py episode_file:=config/episodes/indoor.yaml policy:=oracle
 
-The demo runner (`python -m vln_stack.tools.run_episode`) starts the same graph without `launch`
+The demo runner (`python -m vln_stack.tools.runner.run_episode`) starts the same graph without `launch`
 and also scores the episode.
 """
 from pathlib import Path
@@ -14,7 +14,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from vln_stack.core.episodes import find_episode
-from vln_stack.tools.graph import launch_node_kwargs, sim_graph
+from vln_stack.tools.runner.graph import launch_node_kwargs, sim_graph
 
 ARGS = {
     'episode_file': ('', 'episode YAML (default: config/episodes/indoor.yaml)'),
@@ -34,7 +34,7 @@ def _nodes(context, *_, **__):
     share = Path(FindPackageShare('vln_stack').perform(context))
     episode_file = arg['episode_file'] or str(share / 'config' / 'episodes' / 'indoor.yaml')
     episode = find_episode(episode_file, arg['episode_id'])
-    # the same specs the demo runner and CI start (vln_stack.tools.graph)
+    # the same specs the demo runner and CI start (vln_stack.tools.runner.graph)
     specs = sim_graph(
         episode_file=Path(episode_file), episode_id=episode.episode_id, robot=arg['robot'],
         policy=arg['policy'], checkpoint_dir=arg['checkpoint_dir'],

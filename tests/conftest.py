@@ -44,7 +44,7 @@ def ros_domain() -> int:
 @pytest.fixture()
 def procs(tmp_path):
     """A ProcessGroup on this session's ROS domain; every process is stopped after the test."""
-    from vln_stack.tools.procs import ProcessGroup, ros_env
+    from vln_stack.tools.runner.procs import ProcessGroup, ros_env
 
     group = ProcessGroup(ros_env(_DOMAIN), log_dir=tmp_path / 'node_logs')
     yield group

@@ -7,6 +7,7 @@ takes the next entry of the script; when the script runs out the last entry repe
 - ``"text"``: a normal reply with that content;
 - ``{"text": "...", "delay_s": 2.0}``: the same, after a delay (to provoke client timeouts);
 - ``{"status": 500}`` (optional ``"text"`` as the error message): an OpenAI-shaped error body;
+- ``{"status": 429, "headers": {"Retry-After": "1"}}``: extra response headers (any entry);
 - ``{"raw": "not json"}``: HTTP 200 with that body as is (a malformed reply).
 
 Every request is recorded (method, path, headers, parsed JSON body) in ``server.requests`` and,
@@ -125,19 +126,21 @@ class FakeOpenAIServer:
             def log_message(self, fmt: str, *args: Any) -> None:  # keep test output quiet
                 pass
 
-            def _send(self, status: int, body: bytes,
-                      content_type: str = 'application/json') -> None:
+            def _send(self, status: int, body: bytes, content_type: str = 'application/json',
+                      headers: dict[str, str] | None = None) -> None:
                 try:
                     self.send_response(status)
                     self.send_header('Content-Type', content_type)
                     self.send_header('Content-Length', str(len(body)))
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, str(value))
                     self.end_headers()
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass   # the client gave up (timeout)
 
-            def _json(self, status: int, obj: Any) -> None:
-                self._send(status, json.dumps(obj).encode('utf-8'))
+            def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+                self._send(status, json.dumps(obj).encode('utf-8'), headers=headers)
 
             def _read_body(self) -> Any:
                 length = int(self.headers.get('Content-Length') or 0)
@@ -174,16 +177,17 @@ class FakeOpenAIServer:
                     entry = {'text': entry}
                 if entry.get('delay_s'):
                     time.sleep(float(entry['delay_s']))
+                extra = entry.get('headers')
                 if 'raw' in entry:
-                    self._send(200, str(entry['raw']).encode('utf-8'), 'text/plain')
+                    self._send(200, str(entry['raw']).encode('utf-8'), 'text/plain', extra)
                 elif 'status' in entry and int(entry['status']) != 200:
                     self._json(int(entry['status']), {'error': {
                         'message': entry.get('text', 'scripted failure'),
-                        'type': 'server_error', 'code': int(entry['status'])}})
+                        'type': 'server_error', 'code': int(entry['status'])}}, extra)
                 else:
                     model = (body or {}).get('model') or server.model
                     self._json(200, completion_body(str(entry.get('text', '')), model,
-                                                    next(server._counter)))
+                                                    next(server._counter)), extra)
 
         return Handler
 

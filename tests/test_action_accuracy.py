@@ -3,7 +3,7 @@ velocity controller + safety as processes), wheeled base (agri profile): forward
 3 cm, turns within 3 degrees. The walking Go2 (+-5 cm / +-5 deg) is in test_sim_robots.py."""
 from __future__ import annotations
 
-from vln_stack.tools.action_report import measure_profile, summarise
+from vln_stack.tools.eval.action_report import measure_profile, summarise
 
 
 def test_wheeled_base_actions_within_tolerance(ros_domain, tmp_path):

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from vln_stack.tools.bag_eval import (default_domain_candidates, lease_domain, openloop, replay,
-                                      replay_timing_fault, select_replay_frames)
-from vln_stack.tools.bag_record import ImageThinner, known_type
+from vln_stack.tools.bags.domains import default_domain_candidates, lease_domain
+from vln_stack.tools.bags.openloop import openloop
+from vln_stack.tools.bags.record import ImageThinner
+from vln_stack.tools.bags.replay import replay
+from vln_stack.tools.bags.replay_graph import replay_timing_fault
+from vln_stack.tools.bags.replay_input import select_replay_frames
+from vln_stack.tools.bags.types import known_type
 
 REPO = Path(__file__).resolve().parents[1]
 GO2_BAG = Path('internnav_go2_office_vln') / 'rosbag2_mcap'
@@ -67,7 +71,7 @@ def recorded(tmp_path_factory, free_domain):
     episode_file.write_text(SHORT_EPISODE)
     bag = tmp / 'episode_bag'
     proc = subprocess.run(
-        [sys.executable, '-m', 'vln_stack.tools.run_episode', '--episode-file', str(episode_file),
+        [sys.executable, '-m', 'vln_stack.tools.runner.run_episode', '--episode-file', str(episode_file),
          '--episode-id', 'bag_test_zigzag', '--no-encoder', '--out', str(tmp / 'run'),
          # the wheeled base: it is at rest when a decision is taken, so the pose recorded with
          # the decision is the pose the oracle used (a walking Go2 still sways a few mm)
@@ -92,7 +96,7 @@ def test_record_episode_bag(recorded):
     from rclpy.serialization import deserialize_message
     from rosbags.rosbag2 import Reader
 
-    from vln_stack.tools.bag_play import resolve_msg_type
+    from vln_stack.tools.bags.play import resolve_msg_type
 
     bag, metrics = recorded['bag'], recorded['metrics']
     assert metrics['success'] == 1.0 and metrics['state'] == 'stopped', (

@@ -20,7 +20,7 @@ import pytest
 
 from vln_stack.camera.ingest import FramePreprocessor, scale_camera_intrinsics
 from vln_stack.camera.sources import SourceUnavailableError, import_pyrealsense2, make_source
-from vln_stack.tools.procs import NodeSpec
+from vln_stack.tools.runner.procs import NodeSpec
 
 GO2 = 'internnav_go2_office_vln'
 GO2_T0 = 1760659200
@@ -116,7 +116,7 @@ def test_go2_bag_through_bag_play(procs, rclpy_node, shared_data, tmp_path):
                       and rclpy_node.count_publishers('/vln/camera_info') > 0, 20.0, procs)
     bag = shared_data / GO2 / 'rosbag2_mcap'
     player = start_cli(procs, 'bag_play', [
-        '-m', 'vln_stack.tools.bag_play', str(bag), '--rate', '10',
+        '-m', 'vln_stack.tools.bags.play', str(bag), '--rate', '10',
         '--topics', '/camera/color/image_raw/compressed', '/camera/color/camera_info',
         '--remap', '/camera/color/image_raw/compressed:=/camera/image_raw/compressed',
         '--wait-subscribers', '15', '--duration', '30'])
@@ -344,7 +344,7 @@ def test_bag_play_sqlite3_and_clock(procs, rclpy_node, shared_data, tmp_path):
     got = collect(rclpy_node, CompressedImage, '/cam/jpeg')
     clocks = collect(rclpy_node, Clock, '/clock', best_effort=True)
     player = start_cli(procs, 'bag_play', [
-        '-m', 'vln_stack.tools.bag_play', str(tmp_path / 'go2_sqlite'), '--rate', '5',
+        '-m', 'vln_stack.tools.bags.play', str(tmp_path / 'go2_sqlite'), '--rate', '5',
         '--remap', f'{src_topic}:=/cam/jpeg', '--clock', '50', '--wait-subscribers', '10'])
     assert spin_until(rclpy_node, lambda: player.poll() is not None, 20.0), _logs(procs)
     spin_until(rclpy_node, lambda: len(got) == 10, 1.0)

@@ -27,7 +27,7 @@ def test_demo_reaches_the_goal(tmp_path):
     """The README's main job, on a short episode: SR = 1 and the plot and frames are written."""
     out = tmp_path / 'demo'
     proc = subprocess.run(
-        [sys.executable, '-m', 'vln_stack.tools.run_episode', '--episode-id',
+        [sys.executable, '-m', 'vln_stack.tools.runner.run_episode', '--episode-id',
          'indoor_green_plant', '--out', str(out), '--timeout-s', '240'],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -45,7 +45,7 @@ def test_killing_the_decision_node_leaves_the_robot_stopped(procs, rclpy_node):
     from std_msgs.msg import String
 
     from vln_stack.ros.convert import pose2d_from_odom
-    from vln_stack.tools.graph import sim_graph
+    from vln_stack.tools.runner.graph import sim_graph
 
     ep_file = REPO / 'config' / 'episodes' / 'farm.yaml'
     # Long 2 m moves, so the robot is mid-move when the decision node dies: only the
@@ -122,7 +122,7 @@ def test_base_needs_its_mode_switch_and_the_controller_makes_it(procs, rclpy_nod
 
     from vln_stack.core.geometry import Pose2D
     from vln_stack.ros.convert import pose2d_from_odom, pose_stamped
-    from vln_stack.tools.graph import sim_graph
+    from vln_stack.tools.runner.graph import sim_graph
 
     service = 'test_navigation_mode'
     specs = {s.name: s for s in sim_graph(

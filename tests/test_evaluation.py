@@ -31,7 +31,7 @@ def test_ndtw_hand_computed():
 
 
 def test_generator_makes_valid_free_reproducible_episodes():
-    from vln_stack.tools.make_episodes import _line_free, make_episodes, occupancy
+    from vln_stack.tools.eval.make_episodes import _line_free, make_episodes, occupancy
     a = make_episodes('indoor', 3, seed=3)
     b = make_episodes('indoor', 3, seed=3)
     assert a == b
@@ -55,7 +55,7 @@ def test_heldout_set_is_committed_and_valid():
 def test_short_eval_oracle_beats_random(tmp_path):
     out = tmp_path / 'eval'
     proc = subprocess.run(
-        [sys.executable, '-m', 'vln_stack.tools.evaluate', '--ids', 'heldout_indoor_002',
+        [sys.executable, '-m', 'vln_stack.tools.eval.evaluate', '--ids', 'heldout_indoor_002',
          'heldout_indoor_005', '--policies', 'oracle', 'random', '--out', str(out),
          '--robot', 'agri',   # wheeled: the oracle's upper bound without a gait's sway
          '--timeout-s', '240'], cwd=REPO, capture_output=True, text=True, timeout=900)

@@ -125,7 +125,7 @@ def fake_server(tmp_path):
 
 def test_openai_backend_drives_an_episode_and_bad_replies_stop_the_robot(
         procs, rclpy_node, fake_server, monkeypatch):
-    from vln_stack.tools.graph import sim_graph
+    from vln_stack.tools.runner.graph import sim_graph
 
     base_url, record = fake_server
     overrides = {'decision': {'openai_base_url': base_url, 'openai_timeout_s': 1.0,
@@ -171,7 +171,7 @@ def test_openai_backend_drives_an_episode_and_bad_replies_stop_the_robot(
 def test_instruction_preempted_mid_move_then_cancelled(procs, rclpy_node):
     from std_srvs.srv import Trigger
 
-    from vln_stack.tools.graph import sim_graph
+    from vln_stack.tools.runner.graph import sim_graph
 
     # 1 m moves so that the robot is mid-move when the instruction changes
     overrides = {'decision': {'forward_m': 1.0}, 'waypoint': {'forward_m': 1.0}}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import pytest
 
+from vln_stack.backends import Observation, make_backend
 from vln_stack.core.actions import Action
-from vln_stack.core.policies import Observation, make_backend
 from vln_stack.models.llm_policy import sample_history
 from vln_stack.models.tiny_checkpoint import make_tiny_checkpoint
 

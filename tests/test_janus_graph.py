@@ -90,7 +90,7 @@ class Watch:
 
 
 def _start(procs, checkpoint: Path, **overrides) -> None:
-    from vln_stack.tools.graph import sim_graph
+    from vln_stack.tools.runner.graph import sim_graph
     for spec in sim_graph(episode_file=EPISODES, policy='janus', checkpoint_dir=str(checkpoint),
                           overrides=overrides):
         procs.start(spec)
@@ -203,7 +203,7 @@ def test_decision_out_of_memory_ends_the_episode_stopped_and_says_why(
 
 
 def test_missing_checkpoint_is_a_clear_error_and_publishes_nothing(procs, rclpy_node, tmp_path):
-    from vln_stack.tools.graph import sim_graph
+    from vln_stack.tools.runner.graph import sim_graph
 
     missing = tmp_path / 'no-such-checkpoint'
     specs = sim_graph(episode_file=EPISODES, policy='janus', checkpoint_dir=str(missing),

@@ -1,4 +1,5 @@
-"""tools.memory_budget: meta-device counts equal real modules; state sizes equal real caches."""
+"""tools.bench.stack_shape and memory_budget: meta-device counts equal real modules; state sizes
+equal real caches."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from vln_stack.models.tiny_checkpoint import make_tiny_checkpoint
-from vln_stack.tools import memory_budget as mb
+from vln_stack.tools.bench import memory_budget as mb
+from vln_stack.tools.bench import stack_shape as ss
 
 
 @pytest.fixture(scope='module')
@@ -30,9 +32,9 @@ def test_tiny_budget_equals_instantiated_modules_and_caches(tiny_folder):
     from vln_stack.models.llm_policy import JanusPolicy
 
     torch.set_num_threads(1)
-    shape = mb.shape_from_checkpoint(tiny_folder)
+    shape = ss.shape_from_checkpoint(tiny_folder)
     # the preset builds the same model as the tiny checkpoint folder
-    assert dataclasses.replace(mb.shape_from_preset('tiny'), source='') == \
+    assert dataclasses.replace(ss.shape_from_preset('tiny'), source='') == \
         dataclasses.replace(shape, source='')
     budget = mb.compute_budget(shape, 'float32', frame_hw=(480, 640))
 
@@ -60,14 +62,14 @@ def test_tiny_budget_equals_instantiated_modules_and_caches(tiny_folder):
     # streaming LLM memory: the buffers of a real StreamingJanusPolicy after 57 frame blocks
     g = budget.geometry
     stream = StreamingJanusPolicy(policy, retries=0)
-    stream.reset(mb.INSTRUCTION)
+    stream.reset(ss.INSTRUCTION)
     width = lm.get_input_embeddings().weight.shape[1]
     grid = (g.qwen_hw[0] // 28, g.qwen_hw[1] // 28)
     for _ in range(57):
         stream.append_frame(torch.randn(g.merged_tokens, width), grid)
     assert stream.memory_bytes == _line(budget, 'LLM K/V').streaming
     # released: the prompt the policy builds, plus the 24 generated tokens
-    ids = policy.prompt_ids(mb.INSTRUCTION, [g.merged_tokens] * mb.NUM_IMAGES)
+    ids = policy.prompt_ids(ss.INSTRUCTION, [g.merged_tokens] * mb.NUM_IMAGES)
     per_tok = 2 * shape.llm_layers * shape.kv_heads * shape.head_dim * 4
     assert (ids.shape[1] + mb.NEW_TOKENS) * per_tok == _line(budget, 'LLM K/V').released
 
@@ -75,7 +77,7 @@ def test_tiny_budget_equals_instantiated_modules_and_caches(tiny_folder):
 def test_bf16_is_half_of_fp32_and_geometry_matches_preprocessing():
     from vln_stack.models.semantic import preprocess_rgb
 
-    shape = mb.shape_from_preset('tiny')
+    shape = ss.shape_from_preset('tiny')
     full = mb.compute_budget(shape, 'float32')
     half = mb.compute_budget(shape, 'bfloat16')
     for a, b in zip(full.lines, half.lines, strict=True):  # history too: kept at the model dtype
@@ -84,7 +86,7 @@ def test_bf16_is_half_of_fp32_and_geometry_matches_preprocessing():
         assert half.stack_gpu[mode] * 2 == full.stack_gpu[mode]
         assert half.host[mode] * 2 == full.host[mode]
     for hw, width in (((480, 640), 644), ((480, 640), 224), ((720, 1280), 644), ((900, 600), 518)):
-        g = mb.frame_geometry(hw, width)
+        g = ss.frame_geometry(hw, width)
         img = preprocess_rgb(np.zeros((*hw, 3), dtype=np.uint8), width)
         assert g.vggt_hw == tuple(img.shape[1:]), (hw, width)
         assert g.vggt_tokens == 5 + (img.shape[1] // 14) * (img.shape[2] // 14)
@@ -98,7 +100,7 @@ def test_real_size_table_and_vggt_memory(capsys, tmp_path):
     for word in ('memory_encoder', 'decision', 'VGGT memory K/V', 'LLM K/V', 'STACK',
                  'vs a 24 GiB GPU', 'activations'):
         assert word in text, word
-    shape = mb.shape_from_preset('janusvln-7b')
+    shape = ss.shape_from_preset('janusvln-7b')
     # CHECKPOINTS.md §1.1, §2.3 (meta-device probe of the released classes)
     assert shape.aggregator_params == 909_112_320
     assert (shape.merger_params, shape.vision_params) == (48_244_224, 676_550_144)

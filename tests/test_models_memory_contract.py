@@ -218,7 +218,7 @@ def test_released_layout_mismatch_names_keys_and_shards(tiny_folder, tmp_path):
 
 # ---- the benchmark tool (smoke; timings are not asserted) -------------------------------------
 def test_encoder_benchmark_smoke(tmp_path, capsys):
-    from vln_stack.tools.encoder_benchmark import main as bench_main
+    from vln_stack.tools.bench.encoder import main as bench_main
 
     out = tmp_path / 'bench.json'
     args = ['--frames', '8,32,48', '--long-run', '120', '--repeats', '1', '--width', '56']

@@ -7,11 +7,11 @@ import torch
 
 from vln_stack.models.vggt import (
     VGGT_PRESETS,
-    RoPE2D,
     VGGTAggregator,
     causal_frame_mask,
     sink_window_frame_mask,
 )
+from vln_stack.models.vggt_layers import RoPE2D
 
 BLOCK_SUFFIXES = [
     'norm1.weight',

@@ -7,9 +7,9 @@ import threading
 import pytest
 import torch
 
+from vln_stack.backends import Decision, Observation, make_backend
 from vln_stack.core.actions import Action
 from vln_stack.core.decision import DecisionLoop, LoopConfig
-from vln_stack.core.policies import Decision, Observation, make_backend
 from vln_stack.core.policy_worker import PolicyWorker, StaleDecision
 from vln_stack.models.runtime import describe_model_error, is_out_of_memory, resolve_dtype
 

@@ -1,11 +1,12 @@
 """Fault injection through real processes: the safety node alone (fed by this test's own
 publishers) and the simulator graph (a node killed mid-move, a forward move toward a wall).
 
-The scenarios live in vln_stack.tools.safety_report, which prints the same measurements.
+The scenarios live in vln_stack.tools.eval.safety_faults, which tools.eval.safety_report runs to
+print the same measurements.
 """
 from __future__ import annotations
 
-from vln_stack.tools.safety_report import run_kill, run_standalone, run_wall
+from vln_stack.tools.eval.safety_faults import run_kill, run_standalone, run_wall
 
 
 def _check(results):

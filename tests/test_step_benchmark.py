@@ -1,11 +1,11 @@
-"""tools.step_benchmark: every row at tiny size on the CPU; the real-size stack builds right."""
+"""tools.bench.step: every row at tiny size on the CPU; the real-size stack builds right."""
 from __future__ import annotations
 
 import json
 
 import torch
 
-from vln_stack.tools import step_benchmark as sb
+from vln_stack.tools.bench import step as sb
 
 ROWS = ('qwen vision step', 'llm prefill (released 9 images)', 'llm decode (per token)')
 PER_F = ('vggt step (1 frame vs F)', 'decision step (encode + released)',
@@ -37,7 +37,7 @@ def test_tiny_cpu_prints_every_row(capsys, tmp_path):
 def test_real_size_stack_builds_in_the_released_layout():
     """The random-weight real-size path, on the meta device (no memory): bf16, no LLM vision
     tower, the 7B image-token ids with the stand-in tokenizer, counts as the memory budget's."""
-    from vln_stack.tools.memory_budget import shape_from_preset
+    from vln_stack.tools.bench.stack_shape import shape_from_preset
 
     enc, policy, note = sb.build_stack(sb.StepConfig(), torch.device('meta'), torch.bfloat16,
                                        'sdpa')

@@ -339,10 +339,9 @@ def test_greenhouse_episodes_are_valid_and_drivable():
 def test_gazebo_launch_starts_the_sim_graph_less_the_mujoco_bridge(flavor, monkeypatch, tmp_path):
     """gazebo.launch.py, run through recording stand-ins of launch/launch_ros: gz sim (or
     gzserver) on a world SDF written for the episode, the bridge with the right message types,
-    and the very node specs of tools.graph.sim_graph(simulator='gazebo')."""
+    and the stack's nodes less the MuJoCo sim bridge, with the episode's parameters."""
     from launch_standins import ExecuteProcess, Node, run_launch_file
 
-    from vln_stack.tools.graph import launch_node_kwargs, sim_graph
     ep = REPO / 'config' / 'episodes' / 'greenhouse.yaml'
     monkeypatch.setattr('tempfile.mkdtemp', lambda prefix='': str(tmp_path))
     actions = run_launch_file(REPO / 'launch' / 'gazebo.launch.py', REPO, monkeypatch,
@@ -362,12 +361,19 @@ def test_gazebo_launch_starts_the_sim_graph_less_the_mujoco_bridge(flavor, monke
         prefix = 'ignition.msgs.' if flavor == 'fortress' else 'gz.msgs.'
         assert all(e['gz_type_name'].startswith(prefix) for e in config)
     episode = load_episodes(ep)[0]
-    specs = sim_graph(episode_file=ep, episode_id=episode.episode_id, robot='agri',
-                      checkpoint_dir='models/tiny-janus', instruction=episode.instruction,
-                      simulator='gazebo', config=REPO / 'config')
     stack = [n for n in nodes if n['package'] == 'vln_stack']
-    assert stack == [launch_node_kwargs(s) for s in specs]
+    assert [n['name'] for n in stack] == ['camera_ingest', 'memory_encoder', 'decision',
+                                          'waypoint', 'velocity_controller', 'safety']
+    for n in stack:
+        assert n['executable'] == n['name'] and n['namespace'] == '' and n['remappings'] == []
+        assert n['parameters'][:-1] == [str(REPO / 'config' / 'params.yaml')]
     by_name = {n['name']: n['parameters'][-1] for n in stack}
+    assert episode.episode_id == 'greenhouse_watering_cart'
+    assert by_name['decision'] == {'use_sim_time': True, 'policy': 'oracle', 'episode_file': str(ep),
+                                   'episode_id': 'greenhouse_watering_cart',
+                                   'checkpoint_dir': 'models/tiny-janus',
+                                   'instruction': episode.instruction}
+    assert by_name['velocity_controller']['max_linear_mps'] == 1.0       # the agri profile
     assert 'sim_bridge' not in by_name and by_name['safety']['obstacle_source'] == 'none'
     assert by_name['camera_ingest']['input_compressed'] is False   # raw gz images, even on agri
     assert all(p['use_sim_time'] is True for p in by_name.values())

@@ -9,16 +9,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+from email.utils import formatdate
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fake_openai_server import FakeOpenAIServer
+from vln_stack.backends import Observation, make_backend
 from vln_stack.core.actions import Action, MoveSpec
-from vln_stack.core.policies import Observation, make_backend
 from vln_stack.zero_shot.backend import OpenAIBackend
-from vln_stack.zero_shot.client import ChatClient, ChatConnectionError, ChatHTTPError
+from vln_stack.zero_shot.client import (ChatClient, ChatConnectionError, ChatHTTPError,
+                                        parse_retry_after)
 from vln_stack.zero_shot.prompts import (MAX_SUBTASKS, MalformedReply, StateChange, SubtaskList,
                                          parse_step_reply, parse_subtasks)
 
@@ -265,16 +267,18 @@ def test_malformed_twice_stops_invalid():
 
 
 def test_timeout_stops_within_the_retry_budget():
-    timeout_s, retries = 0.3, 1
+    timeout_s, retries, backoff_s = 0.3, 1, 0.2
     with FakeOpenAIServer([PLAN, {'delay_s': 1.5, 'text': 'late'}]) as server:
-        backend = backend_for(server, openai_timeout_s=timeout_s, openai_max_retries=retries)
+        backend = backend_for(server, openai_timeout_s=timeout_s, openai_max_retries=retries,
+                              openai_backoff_s=backoff_s)
+        assert backend.client.max_total_s == pytest.approx(2 * timeout_s + backoff_s)
         backend.plan(INSTRUCTION)
         t0 = time.monotonic()
         dec = backend.decide(obs())
         elapsed = time.monotonic() - t0
     assert dec.action is Action.STOP and not dec.valid
     assert 'no reply within 0.3 s' in dec.reason and '2 attempt' in dec.reason
-    assert elapsed < (retries + 1) * timeout_s + 0.5
+    assert 2 * timeout_s + backoff_s - 0.01 < elapsed < 2 * timeout_s + backoff_s + 0.5
     assert len(server.chat_requests()) == 1 + retries + 1
 
 
@@ -387,13 +391,132 @@ def test_registry_accepts_the_decision_nodes_kwargs():
     assert isinstance(backend, OpenAIBackend) and backend.needs_image
     assert not backend.needs_pose and not backend.needs_tokens
     assert backend.client.timeout_s == 2.5
+    assert backend.client.max_total_s == 2 * 2.5 + 0.5    # (1 + 1 retry) x timeout + one backoff
     assert backend.client.base_url == 'http://127.0.0.1:8000/v1'
+
+
+# --- retries: backoff, Retry-After, the time budget --------------------------------------------
+HI = [{'role': 'user', 'content': 'hi'}]
+
+
+def chat_gaps(server: FakeOpenAIServer) -> list[float]:
+    """Seconds between consecutive chat requests as the server received them."""
+    times = [r['time'] for r in server.chat_requests()]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def test_backoff_schedule_is_exponential_capped_and_bounds_the_total():
+    client = ChatClient('http://127.0.0.1:9/v1', timeout_s=10.0, max_retries=5, backoff_s=0.5,
+                        max_backoff_s=3.0)
+    assert [client.backoff_delay(k) for k in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert client.max_total_s == 6 * 10.0 + (0.5 + 1.0 + 2.0 + 3.0 + 3.0)
+    assert ChatClient('http://h/v1', max_retries=0).max_total_s == 10.0
+    assert ChatClient('http://h/v1', max_total_s=4.0).max_total_s == 4.0
+    with pytest.raises(ValueError, match='backoff_s'):
+        ChatClient('http://h/v1', backoff_s=-1.0)
+
+
+def test_parse_retry_after():
+    now = 1_800_000_000.0
+    assert parse_retry_after('3', now) == 3.0
+    assert parse_retry_after(' 1.5 ', now) == 1.5
+    assert parse_retry_after('-4', now) == 0.0
+    assert parse_retry_after(formatdate(now + 30, usegmt=True), now) == pytest.approx(30.0)
+    assert parse_retry_after(formatdate(now + 30, usegmt=True).replace(' GMT', ''),
+                             now) == pytest.approx(30.0)
+    assert parse_retry_after(formatdate(now - 60, usegmt=True), now) == 0.0
+    for bad in (None, '', 'soon', 'nan', 'inf'):
+        assert parse_retry_after(bad, now) is None
+
+
+def test_retries_wait_the_backoff_schedule():
+    script = [{'status': 500}, {'status': 502}, {'raw': 'not json'}, 'ok']
+    with FakeOpenAIServer(script) as server:
+        client = ChatClient(server.base_url, 'm', timeout_s=2.0, max_retries=3, backoff_s=0.1,
+                            max_backoff_s=0.15)
+        out = client.complete(HI)
+        gaps = chat_gaps(server)
+    assert out.text == 'ok' and out.attempts == 4
+    assert len(gaps) == 3
+    for gap, delay in zip(gaps, (0.1, 0.15, 0.15)):
+        assert delay - 0.005 < gap < delay + 0.3, gaps
+
+
+@pytest.mark.parametrize('status', [429, 503])
+def test_retry_after_seconds_is_honoured(status):
+    script = [{'status': status, 'headers': {'Retry-After': '1'}}, 'ok']
+    with FakeOpenAIServer(script) as server:
+        client = ChatClient(server.base_url, 'm', timeout_s=2.0, max_retries=1, backoff_s=0.05)
+        t0 = time.monotonic()
+        out = client.complete(HI)
+        elapsed = time.monotonic() - t0
+        gaps = chat_gaps(server)
+    assert out.text == 'ok' and out.attempts == 2
+    assert 0.995 < gaps[0] < 1.5 and elapsed < 2.0
+
+
+def test_retry_after_http_date_is_honoured():
+    # an HTTP date has whole seconds: "2 s from now" is 1..2 s away
+    when = formatdate(time.time() + 2, usegmt=True)
+    script = [{'status': 503, 'headers': {'Retry-After': when}}, 'ok']
+    with FakeOpenAIServer(script) as server:
+        client = ChatClient(server.base_url, 'm', timeout_s=3.0, max_retries=1, backoff_s=0.05)
+        out = client.complete(HI)
+        gaps = chat_gaps(server)
+    assert out.text == 'ok' and out.attempts == 2
+    assert 0.95 < gaps[0] < 2.3
+
+
+def test_retry_after_on_a_500_is_not_a_wait_order():
+    script = [{'status': 500, 'headers': {'Retry-After': '5'}}, 'ok']
+    with FakeOpenAIServer(script) as server:
+        client = ChatClient(server.base_url, 'm', timeout_s=2.0, max_retries=1, backoff_s=0.05)
+        out = client.complete(HI)
+        gaps = chat_gaps(server)
+    assert out.attempts == 2 and gaps[0] < 1.0             # the backoff, not 5 s
+
+
+def test_retry_after_beyond_the_budget_fails_at_once():
+    script = [{'status': 429, 'text': 'slow down', 'headers': {'Retry-After': '30'}}, 'ok']
+    with FakeOpenAIServer(script) as server:
+        client = ChatClient(server.base_url, 'm', timeout_s=1.0, max_retries=2, backoff_s=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(ChatHTTPError) as err:
+            client.complete(HI)
+        elapsed = time.monotonic() - t0
+        n = len(server.chat_requests())
+    assert err.value.status == 429 and err.value.attempts == 1 and n == 1
+    assert 'HTTP 429' in str(err.value) and 'retry after 30 s' in str(err.value)
+    assert 'max_total_s 4.5 s' in str(err.value)
+    assert elapsed < 1.0                                  # not 30 s
+    # with room in the budget the same answer is waited for (a short Retry-After here)
+    with FakeOpenAIServer([{'status': 429, 'headers': {'Retry-After': '1'}}, 'ok']) as server:
+        client = ChatClient(server.base_url, 'm', timeout_s=0.5, max_retries=1, backoff_s=0.05,
+                            max_total_s=1.4)
+        with pytest.raises(ChatHTTPError, match='not retried'):   # 1 s + 0.5 s > 1.4 s
+            client.complete(HI)
+        client = ChatClient(server.base_url, 'm', timeout_s=0.5, max_retries=1, backoff_s=0.05,
+                            max_total_s=1.6)
+        assert client.complete(HI).text == 'ok'
+
+
+def test_decide_reports_a_retry_after_beyond_the_budget():
+    script = [PLAN, {'status': 429, 'headers': {'Retry-After': '60'}}]
+    with FakeOpenAIServer(script) as server:
+        backend = backend_for(server, openai_timeout_s=1.0, openai_max_retries=1)
+        backend.plan(INSTRUCTION)
+        t0 = time.monotonic()
+        dec = backend.decide(obs())
+        elapsed = time.monotonic() - t0
+    assert dec.action is Action.STOP and not dec.valid and elapsed < 1.0   # not 60 s
+    assert 'HTTP 429' in dec.reason and 'retry after 60 s' in dec.reason
+    assert '1 attempt' in dec.reason
 
 
 def test_client_connection_refused_is_a_chat_error():
     with FakeOpenAIServer(['x']) as server:
         url = server.base_url
-    client = ChatClient(url, 'm', timeout_s=0.5, max_retries=1)
+    client = ChatClient(url, 'm', timeout_s=0.5, max_retries=1, backoff_s=0.05)
     with pytest.raises(ChatConnectionError, match='refused') as err:
         client.complete([{'role': 'user', 'content': 'hi'}])
     assert err.value.attempts == 2

@@ -147,11 +147,6 @@ def scale_camera_intrinsics(K: np.ndarray, from_wh: tuple[int, int],
     return out.reshape(arr.shape)
 
 
-def stamp_to_seconds(sec: int, nanosec: int) -> float:
-    """builtin_interfaces/Time fields -> float seconds (for rate decisions, not for output)."""
-    return float(sec) + float(nanosec) * 1e-9
-
-
 def seconds_to_stamp(t_s: float) -> tuple[int, int]:
     """float seconds -> (sec, nanosec) with 0 <= nanosec < 1e9."""
     ns = int(round(t_s * 1e9))

@@ -159,18 +159,27 @@ def clearance(points_xy: np.ndarray, heading_rad: float, half_width_m: float,
     return max(0.0, float(along[hit].min()) - front_m)
 
 
+def corridor_clearance(points_xy: np.ndarray, footprint: Footprint, lateral_margin_m: float,
+                       heading_rad: float = 0.0) -> float:
+    """The clear distance along ``heading_rad`` (0 = straight ahead) for this footprint: the
+    corridor is the footprint's width plus ``lateral_margin_m`` on each side, measured from its
+    front edge. The one definition of "clearance ahead": the waypoint node's forward-move refusal
+    reads it through the heading-0 candidate, the safety node's obstacle stop directly."""
+    return clearance(points_xy, heading_rad, footprint.width_m / 2 + lateral_margin_m,
+                     footprint.front_m)
+
+
 def candidates_from_points(points_xy: np.ndarray, footprint: Footprint, cfg: CandidateConfig,
                            *, fov_center_rad: float = 0.0,
                            fov_rad: float = 2.0 * math.pi) -> list[Candidate]:
     """Free distance per heading from obstacle points seen by a sensor covering ``fov_rad``
     around ``fov_center_rad`` (headings outside it are unknown)."""
-    half_w = footprint.width_m / 2 + cfg.lateral_margin_m
     out = []
     for h in headings(cfg.n_headings):
         if abs(wrap_angle(h - fov_center_rad)) > fov_rad / 2 + 1e-9:
             out.append(Candidate(float(h), None))
             continue
-        free = clearance(points_xy, float(h), half_w, footprint.front_m)
+        free = corridor_clearance(points_xy, footprint, cfg.lateral_margin_m, float(h))
         out.append(Candidate(float(h), min(free, cfg.max_range_m)))
     return out
 

@@ -10,17 +10,14 @@ import math
 from dataclasses import dataclass
 
 from .geometry import Pose2D, wrap_angle
+from .limits import RobotLimits
 from .waypoint import MoveGoal
 
 
 @dataclass(frozen=True)
-class ControlLimits:
-    """Robot-profile limits (REP-103 units)."""
+class ControlLimits(RobotLimits):
+    """The robot's :class:`RobotLimits` plus how closely a move is tracked (REP-103 units)."""
 
-    max_linear_mps: float = 0.5
-    max_angular_rps: float = 1.0
-    max_linear_accel_mps2: float = 1.0
-    max_angular_accel_rps2: float = 2.0
     position_tolerance_m: float = 0.01
     yaw_tolerance_rad: float = math.radians(1.0)
     heading_gain: float = 2.0
@@ -28,8 +25,8 @@ class ControlLimits:
     min_angular_rps: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ('max_linear_mps', 'max_angular_rps', 'max_linear_accel_mps2',
-                     'max_angular_accel_rps2', 'position_tolerance_m', 'yaw_tolerance_rad'):
+        super().__post_init__()
+        for name in ('position_tolerance_m', 'yaw_tolerance_rad'):
             val = getattr(self, name)
             if not (math.isfinite(val) and val > 0):
                 raise ValueError(f'{name} must be a positive number, got {val}')

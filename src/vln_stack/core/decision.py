@@ -131,14 +131,21 @@ class DecisionLoop:
         return True
 
     def on_decision(self, action: Action, now_s: float, more: list[Action] | None = None,
-                    seq: int | None = None) -> list[Action]:
+                    seq: int | None = None, *, valid: bool = True,
+                    reason: str = '') -> list[Action]:
         """The policy's answer for decision ``seq`` (None: the one in flight). A late answer (its
-        decision was dropped or the episode changed) returns [] and changes nothing."""
+        decision was dropped or the episode changed) returns [] and changes nothing.
+
+        ``valid`` False: the policy's output was not an action (the policy then answers STOP;
+        ``reason`` says why): the robot stops and the episode ends with result ``error``, reason
+        ``no valid action: <reason>``."""
         if self.s.state != DECIDING or (seq is not None and seq != self.s.decision_seq):
             return []
         self.s.dropped = 0
         self.s.last_action = action.value
         self.s.actions.append(action.value)
+        if not valid:
+            return self._end(SUCCEEDED, 'error', f'no valid action: {reason}')
         if action is Action.STOP:
             return self._end(SUCCEEDED, 'succeeded', 'policy chose STOP')
         chunk = []

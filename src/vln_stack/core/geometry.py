@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from transforms3d.euler import quat2euler
+
 
 def wrap_angle(a: float) -> float:
     """Wrap to [-pi, pi)."""
@@ -11,7 +13,12 @@ def wrap_angle(a: float) -> float:
 
 
 def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    """Yaw (rotation about +z, the last of static x-y-z Euler angles) of a quaternion given in ROS
+    order (x, y, z, w); NaN when any component is not finite (so non-finite odometry stays
+    non-finite). The one conversion of the stack; transforms3d does the maths."""
+    if not all(math.isfinite(v) for v in (x, y, z, w)):
+        return math.nan
+    return float(quat2euler((w, x, y, z), 'sxyz')[2])
 
 
 def quaternion_from_yaw(yaw: float) -> tuple[float, float, float, float]:

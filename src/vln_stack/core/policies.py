@@ -1,13 +1,25 @@
 """Policy backends for the decision node, one registry keyed by short name.
 
+Backends register themselves with :func:`register_backend`; ``core`` holds the registry and the
+two backends that need nothing above it:
+
 - ``oracle``: follows the episode's reference path from the true pose (simulator only).
-- ``janus``: the JanusVLN multimodal LLM on fused dual-memory tokens (weights from a local folder).
 - ``random``: seeded random moves, the floor in evaluation.
+
+The plug-ins live with what they need and register on import:
+
+- ``janus`` (``vln_stack.models.janus_backend``): the JanusVLN multimodal LLM on fused
+  dual-memory tokens (weights from a local folder).
+- ``openai`` (``vln_stack.zero_shot.backend``): a zero-shot chat model behind an
+  OpenAI-compatible endpoint.
+
+``core`` imports nothing above it, so callers that pick a backend by name import
+:mod:`vln_stack.backends`, which imports every plug-in and re-exports :func:`make_backend`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from .actions import Action, MoveSpec
 from .geometry import Pose2D
@@ -53,6 +65,34 @@ class PolicyBackend:
         raise NotImplementedError
 
 
+BackendFactory = Callable[..., PolicyBackend]
+
+BACKENDS: dict[str, BackendFactory] = {}
+"""Policy name -> backend class (or factory), filled by :func:`register_backend`."""
+
+_F = TypeVar('_F', bound=BackendFactory)
+
+
+def register_backend(name: str) -> Callable[[_F], _F]:
+    """Class (or factory) decorator: make a backend available to :func:`make_backend` as
+    ``name``. Registering another object under a taken name is an error; registering the same
+    one again (a module reload) is not."""
+
+    def deco(factory: _F) -> _F:
+        held = BACKENDS.get(name)
+        if held is not None and _identity(held) != _identity(factory):
+            raise ValueError(f'policy backend {name!r} is already registered ({held!r})')
+        BACKENDS[name] = factory
+        return factory
+
+    return deco
+
+
+def _identity(factory: Any) -> tuple[Any, Any]:
+    return getattr(factory, '__module__', None), getattr(factory, '__qualname__', None)
+
+
+@register_backend('oracle')
 class OracleBackend(PolicyBackend):
     needs_pose = True
 
@@ -74,116 +114,7 @@ class OracleBackend(PolicyBackend):
         return Decision(self.policy.decide(obs.pose), 'oracle')
 
 
-class JanusBackend(PolicyBackend):
-    """The JanusVLN policy on fused dual-memory tokens, in one of two memory modes.
-
-    - ``released``: the published protocol (../shared/CHECKPOINTS.md section 4): every step a
-      prompt of the current frame plus up to 8 history frames sampled evenly over the WHOLE
-      episode, no LLM state between steps, one action word, exact match, anything else STOP (no
-      retry: the released code maps it to STOP, and a greedy re-decode would repeat it). History
-      tokens are kept for every past frame at the LLM's dtype (never downcast), so memory grows
-      with the episode as released (bounded by ``max_steps``; see tools.memory_budget). With the encoder's ``token_layout: split`` the images use the
-      released fusion (each history image's semantic tokens + lambda x the CURRENT frame's spatial
-      tokens), so published weights see what they were trained on.
-    - ``streaming`` (ours): `StreamingJanusPolicy`, a bounded LLM key/value memory (instruction
-      sink + ``initial_frames`` + ``window_frames`` frame blocks), one new frame per step, chunks
-      of up to ``max_actions`` moves, one retry on unparsable output.
-
-    Token messages are ``[N, D]`` fused tokens, or ``[N, 2D]`` semantic|spatial (split layout).
-    """
-
-    needs_tokens = True
-
-    def __init__(self, checkpoint_dir: str, device: str = 'cpu', *, janus_mode: str = 'released',
-                 janus_initial_frames: int = 8, janus_window_frames: int = 48,
-                 janus_max_actions: int = 1, janus_retries: int = 1, dtype: str = 'auto',
-                 **_: Any) -> None:
-        from ..models.llm_policy import JanusPolicy
-        from ..models.runtime import resolve_dtype
-        if janus_mode not in ('released', 'streaming'):
-            raise ValueError(f"janus_mode must be 'released' or 'streaming', got {janus_mode!r}")
-        if not checkpoint_dir:
-            raise ValueError('policy "janus" needs checkpoint_dir (a local JanusVLN checkpoint '
-                             'folder, e.g. models/tiny-janus made by '
-                             '`python -m vln_stack.models.tiny_checkpoint --out models/tiny-janus`)')
-        self.mode = janus_mode
-        self.policy = JanusPolicy.from_folder(checkpoint_dir, device=device,
-                                              dtype=resolve_dtype(dtype, device))
-        self.width = int(self.policy.model.get_input_embeddings().weight.shape[1])
-        self.history: list[Any] = []          # released: every past frame's image tokens
-        self.stream = None
-        if janus_mode == 'streaming':
-            from ..models.llm_memory import StreamingJanusPolicy
-            self.stream = StreamingJanusPolicy(
-                self.policy, initial_frames=janus_initial_frames,
-                window_frames=janus_window_frames, max_actions=janus_max_actions,
-                retries=janus_retries)
-        self._warned_layout = False
-
-    def reset(self, instruction: str) -> None:
-        self.history = []
-        if self.stream is not None:
-            self.stream.reset(instruction)
-
-    def _grid(self, n: int) -> tuple[int, int]:
-        cols = self.policy.grid_cols or n
-        if n % cols:
-            raise ValueError(f'{n} image tokens are not whole rows of {cols} merged columns')
-        return n // cols, cols
-
-    def _split(self, tokens: Any) -> tuple[Any, Any | None]:
-        """(fused or semantic, spatial or None) from a [N, D] or [N, 2D] token tensor."""
-        if tokens.dim() != 2 or tokens.shape[1] not in (self.width, 2 * self.width):
-            raise ValueError(f'image tokens must be [N, {self.width}] (fused) or '
-                             f'[N, {2 * self.width}] (split), got {tuple(tokens.shape)}')
-        if tokens.shape[1] == self.width:
-            return tokens, None
-        return tokens[:, :self.width], tokens[:, self.width:]
-
-    def _sampled(self) -> list[Any]:
-        """The history frames the released prompt shows (sampled over the whole episode), so
-        only those are converted; `JanusPolicy.decide` keeps all of at most 8 frames."""
-        from ..models.llm_policy import sample_history
-        return [self.history[i]
-                for i in sample_history(len(self.history), self.policy.num_history)]
-
-    def decide(self, obs: Observation) -> Decision:
-        if obs.tokens is None:
-            return Decision(Action.STOP, 'no fused tokens', valid=False, reason='no fused tokens')
-        first, spatial = self._split(obs.tokens.float())
-        grid = self._grid(first.shape[0])
-        if self.stream is not None:
-            held = self.stream.frames.num_frames
-            fused = first if spatial is None else first + self.policy.lam * spatial
-            out, chunk = self.stream.step(fused, grid)
-            more = [Action(a) for a in chunk[1:]]
-            return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms, more=more,
-                            reason='' if out.valid else f'unparsable answer {out.raw_text[:60]!r}',
-                            history_frames=held)
-        if spatial is None:
-            if not self._warned_layout:
-                import logging
-                logging.getLogger(__name__).warning(
-                    'janus released mode on fused tokens: per-frame fusion, not the released one '
-                    '(set memory_encoder token_layout: split for the exact protocol)')
-                self._warned_layout = True
-            out = self.policy.decide(obs.instruction, self._sampled(), first, grid_hw=grid)
-        else:
-            from ..models.dual_encoder import FusedFrame
-
-            def frame(sem: Any, spa: Any) -> Any:
-                return FusedFrame(fused=sem, semantic=sem, spatial=spa, grid_hw=grid,
-                                  frame_index=0, memory_frames=0, latency_ms=0.0)
-            past = [frame(h, None) for h in self._sampled()]
-            out = self.policy.decide(obs.instruction, past, frame(first, spatial),
-                                     fusion='released')
-        past_frames = len(self.history)
-        self.history.append(first.to(self.policy.dtype))   # the model's dtype: no silent downcast
-        return Decision(Action(out.action), out.raw_text, out.valid, out.latency_ms,
-                        reason='' if out.valid else f'not an action word: {out.raw_text[:60]!r}',
-                        history_frames=past_frames)
-
-
+@register_backend('random')
 class RandomBackend(PolicyBackend):
     """The floor in evaluation: MOVE_FORWARD 60 %, TURN_LEFT / TURN_RIGHT 17.5 % each,
     STOP 5 %, from a seeded generator (reset per episode, so runs repeat)."""
@@ -204,21 +135,9 @@ class RandomBackend(PolicyBackend):
         return Decision(self._rng.choices(self.ACTIONS, self.WEIGHTS)[0], 'random')
 
 
-def _openai_backend(**kwargs: Any) -> PolicyBackend:
-    """Zero-shot chat model behind an OpenAI-compatible endpoint (vln_stack.zero_shot)."""
-    from ..zero_shot.backend import OpenAIBackend
-    return OpenAIBackend(**kwargs)
-
-
-BACKENDS: dict[str, Callable[..., PolicyBackend]] = {
-    'oracle': OracleBackend,
-    'janus': JanusBackend,
-    'random': RandomBackend,
-    'openai': _openai_backend,
-}
-
-
 def make_backend(name: str, **kwargs: Any) -> PolicyBackend:
+    """Build the backend registered under ``name`` with the decision node's keyword options
+    (each backend takes what it needs and ignores the rest)."""
     if name not in BACKENDS:
         raise ValueError(f'unknown policy {name!r} (have: {sorted(BACKENDS)})')
     return BACKENDS[name](**kwargs)

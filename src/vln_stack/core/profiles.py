@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from .paths import config_dir as default_config_dir
+
 PROFILE_NAMES = ('go2', 'stretch3', 'agri')
 
 
@@ -103,8 +105,7 @@ def load_profile(name_or_path: str, config_dir: Path | None = None) -> RobotProf
     path = Path(name_or_path)
     if not path.suffix:
         if config_dir is None:
-            from ..tools.procs import config_dir as _cfg
-            config_dir = _cfg()
+            config_dir = default_config_dir()
         path = config_dir / 'robots' / f'{name_or_path}.yaml'
     if not path.is_file():
         raise FileNotFoundError(f'robot profile not found: {path} (profiles: {PROFILE_NAMES})')

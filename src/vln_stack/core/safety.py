@@ -19,6 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .limits import RobotLimits
+from .watchdog import Watchdog
+
 # Watched inputs: key -> (what it is, what to check when it goes silent).
 WATCHED = {
     'odom': ('odometry', 'check the base driver and the odom remap'),
@@ -31,12 +34,11 @@ WATCHED = {
 
 
 @dataclass(frozen=True)
-class SafetyConfig:
-    """Limits and deadlines (metres, seconds, m/s, rad/s). A deadline of 0 disables that check."""
+class SafetyConfig(RobotLimits):
+    """The robot's :class:`RobotLimits` (speeds are clamped to them; the linear acceleration
+    limit is the braking assumed for the stopping distance) plus deadlines (seconds) and the
+    obstacle stop (metres). A deadline of 0 disables that check."""
 
-    max_linear_mps: float = 0.5
-    max_angular_rps: float = 1.0
-    max_linear_accel_mps2: float = 1.0   # braking assumed for the stopping distance
     odom_timeout_s: float = 0.3
     camera_timeout_s: float = 0.5
     status_timeout_s: float = 0.3        # decision heartbeat is 10 Hz
@@ -46,14 +48,12 @@ class SafetyConfig:
     obstacle_stop_m: float = 0.15        # no forward motion with an obstacle this close
     obstacle_timeout_s: float = 0.5      # obstacle data older than this blocks forward motion
 
-    def __post_init__(self) -> None:
-        for name in ('max_linear_mps', 'max_angular_rps', 'max_linear_accel_mps2'):
-            val = getattr(self, name)
-            if not (math.isfinite(val) and val > 0):
-                raise ValueError(f'{name} must be a positive number, got {val}')
-
     def timeout(self, key: str) -> float:
         return float(getattr(self, f'{key}_timeout_s'))
+
+    def deadlines(self) -> dict[str, float]:
+        """Watched input -> deadline, for :class:`~vln_stack.core.watchdog.Watchdog`."""
+        return {key: self.timeout(key) for key in WATCHED}
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class SafetyMonitor:
 
     def __init__(self, cfg: SafetyConfig) -> None:
         self.cfg = cfg
-        self._heard: dict[str, float] = {}
+        self.watchdog = Watchdog(cfg.deadlines())
         self._estop = ''
         self._canceled = False
         self._odom_fault = ''
@@ -108,7 +108,7 @@ class SafetyMonitor:
     # --- inputs ---------------------------------------------------------------------------------
     def heard(self, key: str, now_s: float) -> None:
         """An input arrived (``odom``, ``camera``, ``status``, ``encoder`` or ``request``)."""
-        self._heard[key] = now_s
+        self.watchdog.heard(key, now_s)
 
     def odometry(self, finite: bool, now_s: float, detail: str = '') -> None:
         """Odometry arrived; non-finite odometry is a fault until finite odometry arrives."""
@@ -149,8 +149,7 @@ class SafetyMonitor:
 
     # --- state ----------------------------------------------------------------------------------
     def age(self, key: str, now_s: float) -> float:
-        t = self._heard.get(key)
-        return math.inf if t is None else max(0.0, now_s - t)
+        return self.watchdog.age(key, now_s)
 
     def stops(self, now_s: float) -> dict[str, Stop]:
         """Every reason that holds the robot now (empty: it may move)."""
@@ -163,17 +162,14 @@ class SafetyMonitor:
             out['odom_nan'] = Stop('odom_nan', f'odometry is not finite: {self._odom_fault}',
                                    'the base driver or its odometry is broken: check it; motion '
                                    'resumes with finite odometry')
-        for key, (what, todo) in WATCHED.items():
-            limit = self.cfg.timeout(key)
-            if limit <= 0:
-                continue
-            age = self.age(key, now_s)
-            if age > limit:
-                if math.isinf(age):
-                    out[key] = Stop(key, f'no {what} received yet', todo, startup=True)
-                else:
-                    out[key] = Stop(key, f'{what} silent for {age:.2f} s (deadline {limit:.2f} s)',
-                                    todo + '; motion resumes when it is back')
+        for key, age in self.watchdog.expired(now_s).items():
+            what, todo = WATCHED[key]
+            if math.isinf(age):
+                out[key] = Stop(key, f'no {what} received yet', todo, startup=True)
+            else:
+                limit = self.cfg.timeout(key)
+                out[key] = Stop(key, f'{what} silent for {age:.2f} s (deadline {limit:.2f} s)',
+                                todo + '; motion resumes when it is back')
         if self._canceled:
             out['cancel'] = Stop('cancel', 'STOP on vln/action (cancel)',
                                  'nothing: the next goal re-arms motion')
@@ -194,7 +190,7 @@ class SafetyMonitor:
         if clear is None:
             return ('no fresh obstacle data (depth or scan): forward motion blocked; check the '
                     'sensor, or set obstacle_source none on a robot without one')
-        need = self.cfg.obstacle_stop_m + vx * vx / (2.0 * self.cfg.max_linear_accel_mps2)
+        need = self.cfg.obstacle_stop_m + self.cfg.braking_distance_m(vx)
         if clear < need:
             return (f'obstacle {clear:.2f} m ahead (stop distance {need:.2f} m): forward motion '
                     f'blocked, turning allowed; turn away or clear the path')

@@ -16,7 +16,8 @@ in evaluation, trim them to the first 8 frames (attention sinks) plus the most r
 
 What is stored is up to the caller: `VGGTAggregator` stores keys AFTER k_norm and RoPE (the
 released StreamVGGT / JanusVLN code stores them before and re-applies both every step; see
-`vln_stack.models.vggt.Attention.forward_cached` for why the two are equivalent) and raw values.
+`vln_stack.models.vggt_layers.Attention.forward_cached` for why the two are equivalent) and raw
+values.
 
 Tensor layout (as in the released code): ``[B, heads, frames, tokens_per_frame, head_dim]``.
 """

@@ -75,7 +75,7 @@ def describe_model_error(exc: BaseException, *, what: str, device: str | torch.d
     if is_out_of_memory(exc):
         return (f'{what} ran out of memory on {dev}: it asked for {_asked_for(str(exc))}'
                 f'{_device_memory(dev)} ({type(exc).__name__}). To do: run '
-                '`python -m vln_stack.tools.memory_budget` for this checkpoint, then use '
+                '`python -m vln_stack.tools.bench.memory_budget` for this checkpoint, then use '
                 'dtype bfloat16, fewer memory frames, or a larger GPU'
                 + (f'; {todo}' if todo else ''))
     return (f'{what} failed: {type(exc).__name__}: {first[:300]}. To do: '

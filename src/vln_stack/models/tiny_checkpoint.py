@@ -78,16 +78,9 @@ def build_tiny_tokenizer(vocab_size: int = 512):
     )
 
 
-def make_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """Write the tiny JanusVLN folder (overwrites its files) and return its path."""
-    from safetensors.torch import load_file, save_file
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tiny_tokenizer()
-    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIAL_TOKENS}
-    vocab = (len(tokenizer) + 63) // 64 * 64
+def _qwen_config(ids: dict[str, int], vocab: int):
+    """The tiny ``qwen2_5_vl`` config (TINY_TEXT / TINY_VISION, the tokenizer's special ids) with
+    the ``lam``, ``vggt_merger_hidden_dim`` and ``vln_stack`` entries of the JanusVLN folder."""
     settings = TINY_SETTINGS
     text = dict(
         TINY_TEXT,
@@ -117,6 +110,12 @@ def make_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
         extra=extra,
     )
     config.architectures = ['Qwen2_5_VLForConditionalGeneration']
+    return config
+
+
+def _save_qwen(folder: Path, config, ids: dict[str, int], seed: int) -> None:
+    """The Qwen model with random weights (seed ``seed``), saved to ``folder`` with its ids."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -126,6 +125,13 @@ def make_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     qwen.generation_config.bos_token_id = ids['<|endoftext|>']
     qwen.save_pretrained(folder)  # config.json, generation_config.json, model.safetensors
 
+
+def _add_vggt_and_merger(folder: Path, seed: int) -> None:
+    """Add random ``vggt.aggregator.*`` (seed + 1) and ``merger.*`` (seed + 2) tensors to the
+    folder's ``model.safetensors``."""
+    from safetensors.torch import load_file, save_file
+
+    settings = TINY_SETTINGS
     vcfg = VGGT_PRESETS[settings.vggt_preset]
     aggregator = VGGTAggregator(vcfg).init_random(seed + 1)
     with torch.random.fork_rng(devices=[]):
@@ -141,6 +147,17 @@ def make_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     index = folder / 'model.safetensors.index.json'
     if index.exists():  # a leftover from an earlier sharded save would shadow the single file
         index.unlink()
+
+
+def make_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """Write the tiny JanusVLN folder (overwrites its files) and return its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer()
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIAL_TOKENS}
+    vocab = (len(tokenizer) + 63) // 64 * 64
+    _save_qwen(folder, _qwen_config(ids, vocab), ids, seed)
+    _add_vggt_and_merger(folder, seed)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -30,9 +30,10 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vln_stack.camera.ingest import (FramePreprocessor, IngestStats, RateLimiter,
-                                     scale_camera_intrinsics, stamp_to_seconds)
+                                     scale_camera_intrinsics)
 from vln_stack.camera.sources import SOURCES, CameraIntrinsics, FrameSource, make_source
 from vln_stack.ros.common import declare_config, run_node
+from vln_stack.ros.convert import s_from_time
 from vln_stack.ros.images import (compressed_msg_to_rgb, image_msg_to_rgb,
                                   rgb_to_compressed_msg, rgb_to_image_msg)
 
@@ -150,7 +151,7 @@ class CameraIngestNode(Node):
     def _on_message(self, msg: Image | CompressedImage,
                     decode: Callable[[Any], np.ndarray]) -> None:
         t0 = time.perf_counter()
-        stamp_s = stamp_to_seconds(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        stamp_s = s_from_time(msg.header.stamp)
         with self._lock:
             self._stats.record_in()
             if not self._rate.check(stamp_s):

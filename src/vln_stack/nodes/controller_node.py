@@ -1,4 +1,12 @@
-"""Velocity controller: tracks vln/goal on odometry, reports vln/move_done.
+"""Velocity controller: tracks the waypoint node's moves on odometry, owns vln/move_done.
+
+Moves come from the waypoint node on ``vln/move`` (JSON :class:`~vln_stack.core.waypoint.Handoff`:
+the goal together with the action it is for, or a refusal / rejection); each accepted goal is
+republished as a standard ``vln/goal`` (geometry_msgs/PoseStamped, odom frame) for everyone else.
+A bare ``vln/goal`` from anyone else (an operator, a tool) is tracked too: it comes without an
+action, so a straight move or a rotation is read from the pose (core ``goal_for_target``).
+Every move report on ``vln/move_done`` comes from here: finished, aborted, canceled, and the
+waypoint node's refusals and rejections.
 
 Its twist goes to ``vln/cmd_vel_request``; the safety node bounds it and owns ``cmd_vel``.
 Zero twist when a move ends, when odometry is stale or non-finite, when the decision node's
@@ -9,8 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from dataclasses import dataclass
 
+from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import PoseStamped, Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -18,20 +28,22 @@ from rclpy.time import Time
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from ..core.actions import Action
 from ..core.controller import ControlLimits, MoveTracker
 from ..core.geometry import Pose2D, wrap_angle
-from ..core.waypoint import MoveGoal
-from ..core.actions import Action
+from ..core.limits import RobotLimits
+from ..core.waypoint import GOAL, Handoff, MoveGoal, goal_for_target
+from ..core.watchdog import Watchdog
 from ..ros.common import declare_config, publish_final, run_node
-from ..ros.convert import pose2d_from_odom, pose2d_from_pose_stamped
+from ..ros.convert import (pose2d_from_odom, pose2d_from_pose_stamped, pose_stamped,
+                           s_from_time)
 
 
-@dataclass
-class ControllerConfig:
-    max_linear_mps: float = 0.5
-    max_angular_rps: float = 1.0
-    max_linear_accel_mps2: float = 1.0
-    max_angular_accel_rps2: float = 2.0
+@dataclass(frozen=True)
+class ControllerConfig(RobotLimits):
+    """Parameters: the robot's limits (:class:`RobotLimits`, shared with the safety node) and
+    these."""
+
     position_tolerance_m: float = 0.01
     yaw_tolerance_rad: float = 0.0175
     control_rate_hz: float = 50.0
@@ -44,24 +56,34 @@ class ControllerConfig:
     mode_wait_s: float = 15.0         # how long to wait for that service to appear
 
 
+def _goal_key(msg: PoseStamped) -> tuple:
+    """Identity of a vln/goal message (to recognise the controller's own republished goals)."""
+    p, q, st = msg.pose.position, msg.pose.orientation, msg.header.stamp
+    return (st.sec, st.nanosec, msg.header.frame_id, p.x, p.y, q.z, q.w)
+
+
 class ControllerNode(Node):
     def __init__(self) -> None:
         super().__init__('velocity_controller')
         self.cfg = declare_config(self, ControllerConfig)
         c = self.cfg
-        self.limits = ControlLimits(c.max_linear_mps, c.max_angular_rps, c.max_linear_accel_mps2,
-                                    c.max_angular_accel_rps2, c.position_tolerance_m,
-                                    c.yaw_tolerance_rad)
+        self.limits = ControlLimits(**RobotLimits.of(c).limit_kwargs(),
+                                    position_tolerance_m=c.position_tolerance_m,
+                                    yaw_tolerance_rad=c.yaw_tolerance_rad)
+        self.watchdog = Watchdog({'odom': c.odom_timeout_s, 'status': c.decision_timeout_s})
         self._pose: Pose2D | None = None
-        self._odom_time: Time | None = None
-        self._status_time: Time | None = None
         self._tracker: MoveTracker | None = None
         self._zero_pending = 0
         self._blocked_since: Time | None = None
-        self._early_goal: tuple[PoseStamped, Time] | None = None   # came before any odometry
+        # a goal that came before any odometry: (goal, or None for a bare pose to read, the
+        # target, when it came)
+        self._early_goal: tuple[MoveGoal | None, Pose2D, Time] | None = None
+        self._own_goals: deque[tuple] = deque(maxlen=8)   # vln/goal messages published here
         self.cmd_pub = self.create_publisher(Twist, 'vln/cmd_vel_request', 10)
         self.done_pub = self.create_publisher(String, 'vln/move_done', 10)
+        self.goal_pub = self.create_publisher(PoseStamped, 'vln/goal', 10)
         self.create_subscription(Odometry, 'odom', self._on_odom, 20)
+        self.create_subscription(String, 'vln/move', self._on_move, 10)
         self.create_subscription(PoseStamped, 'vln/goal', self._on_goal, 10)
         self.create_subscription(String, 'vln/status', self._on_status, 10)
         self.create_subscription(String, 'vln/action', self._on_action, 10)
@@ -101,10 +123,10 @@ class ControllerNode(Node):
 
     def _on_odom(self, msg: Odometry) -> None:
         self._pose = pose2d_from_odom(msg)   # non-finite: the tracker stops the move, says why
-        self._odom_time = self.get_clock().now()
+        self.watchdog.heard('odom', s_from_time(self.get_clock().now()))
         if self._early_goal is not None and self._pose.is_finite():
-            goal, self._early_goal = self._early_goal[0], None
-            self._on_goal(goal)
+            (goal, target, _), self._early_goal = self._early_goal, None
+            self._start(goal, target)
 
     def _on_action(self, msg: String) -> None:
         if msg.data.strip() == Action.STOP.value:
@@ -135,10 +157,33 @@ class ControllerNode(Node):
                          'no obstacle data): turn away or clear the path')
 
     def _on_status(self, _msg: String) -> None:
-        self._status_time = self.get_clock().now()
+        self.watchdog.heard('status', s_from_time(self.get_clock().now()))
+
+    def _on_move(self, msg: String) -> None:
+        """The waypoint node's decision for one action: a goal with its action, or a report."""
+        try:
+            move = Handoff.from_json(msg.data)
+        except ValueError as exc:
+            self.get_logger().error(f'vln/move ignored: {exc}')
+            return
+        if move.result != GOAL:   # refused / rejected: nothing moves; report it
+            self._report(move.report())
+            return
+        out = pose_stamped(move.goal.target, TimeMsg(sec=move.stamp[0], nanosec=move.stamp[1]),
+                           move.frame_id)
+        self._own_goals.append(_goal_key(out))
+        self.goal_pub.publish(out)
+        self._start(move.goal, move.goal.target)
 
     def _on_goal(self, msg: PoseStamped) -> None:
-        target = pose2d_from_pose_stamped(msg)
+        """A bare goal pose from outside the stack (its action is read from the pose)."""
+        if _goal_key(msg) in self._own_goals:
+            return   # this node's own republished vln/move goal, already tracked
+        self._start(None, pose2d_from_pose_stamped(msg))
+
+    def _start(self, goal: MoveGoal | None, target: Pose2D) -> None:
+        """Track ``goal`` (None: a bare ``target``, action read from the pose) from the latest
+        odometry."""
         now = self.get_clock().now()
         if not target.is_finite():
             self._finish('aborted', 'goal not finite')
@@ -148,29 +193,24 @@ class ControllerNode(Node):
                          f'{self.cfg.mode_service} has not answered')
             return
         if self._pose is None:   # startup race: the waypoint node heard odometry first
-            self._early_goal = (msg, now)
+            self._early_goal = (goal, target, now)
             return
-        start = self._pose
-        dist = start.distance_to(target)
-        turn = wrap_angle(target.yaw - start.yaw)
-        # A rotation goal keeps the position the robot had when the action was taken; a walking
-        # base may have crept a few mm since, which must not turn the goal into a tiny forward.
-        if dist < max(2.0 * self.limits.position_tolerance_m, 0.02):
-            action = Action.STOP if abs(turn) < 1e-3 else (
-                Action.TURN_LEFT if turn > 0 else Action.TURN_RIGHT)
-            target = Pose2D(start.x, start.y, target.yaw)
-        else:
-            action = Action.MOVE_FORWARD
-            # keep the heading of the current pose for a straight move
-            start = Pose2D(start.x, start.y, math.atan2(target.y - start.y, target.x - start.x))
-        goal = MoveGoal(action=action, start=start, target=target)
+        goal = goal.rebased(self._pose) if goal is not None else \
+            goal_for_target(self._pose, target, self.limits.position_tolerance_m)
         self._blocked_since = None
-        self._tracker = MoveTracker(goal, self.limits, now.nanoseconds * 1e-9,
+        self._tracker = MoveTracker(goal, self.limits, s_from_time(now),
                                     timeout_s=self.cfg.move_timeout_s or None)
         self._tick()
 
     def _age(self, t: Time | None, now: Time) -> float:
-        return math.inf if t is None else (now - t).nanoseconds * 1e-9
+        return math.inf if t is None else s_from_time(now) - s_from_time(t)
+
+    def _report(self, report: dict) -> None:
+        """Publish one move report on vln/move_done (this node is its only publisher)."""
+        if report.get('result') in ('refused', 'rejected'):   # the waypoint node logged why
+            self.get_logger().info(f'{report.get("action")} {report["result"]} by the waypoint '
+                                   f'node: {report.get("reason")}')
+        self.done_pub.publish(String(data=json.dumps(report)))
 
     def _finish(self, result: str, reason: str = '') -> None:
         tr = self._tracker
@@ -186,13 +226,13 @@ class ControllerNode(Node):
         self.cmd_pub.publish(Twist())
         if result not in ('succeeded', 'canceled'):
             self.get_logger().warning(f'move {result}: {reason}')
-        self.done_pub.publish(String(data=json.dumps(report)))
+        self._report(report)
 
     def _tick(self) -> None:
         now = self.get_clock().now()
         tr = self._tracker
         if self._early_goal is not None and \
-                self._age(self._early_goal[1], now) > self.cfg.odom_wait_s:
+                self._age(self._early_goal[2], now) > self.cfg.odom_wait_s:
             self._early_goal = None
             self._finish('aborted', f'no odometry within {self.cfg.odom_wait_s} s of the goal: is '
                          'odom remapped to the robot driver\'s odometry topic?')
@@ -202,14 +242,14 @@ class ControllerNode(Node):
                 self._zero_pending -= 1
                 self.cmd_pub.publish(Twist())
             return
-        if self._age(self._odom_time, now) > self.cfg.odom_timeout_s:
+        late = self.watchdog.expired(s_from_time(now))
+        if 'odom' in late:
             self._finish('aborted', 'odometry stale: stopping')
             return
-        if self.cfg.decision_timeout_s > 0 and \
-                self._age(self._status_time, now) > self.cfg.decision_timeout_s:
+        if 'status' in late:
             self._finish('aborted', 'decision node heartbeat lost: stopping')
             return
-        out = tr.step(self._pose, now.nanoseconds * 1e-9)
+        out = tr.step(self._pose, s_from_time(now))
         if out.done:
             self._finish(out.result, out.reason)
             return

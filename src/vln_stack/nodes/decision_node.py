@@ -27,7 +27,6 @@ import math
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
@@ -40,51 +39,14 @@ from std_srvs.srv import Trigger
 
 from ..core.actions import Action, MoveSpec
 from ..core.decision import DecisionLoop, LoopConfig
-from ..core.policies import Decision, Observation, make_backend
+from ..backends import Decision, Observation, make_backend
+from ..core.decision_params import DecisionConfig
+from ..core.decision_report import (EpisodeFigures, diagnostics_report, refused_result,
+                                    result_report, status_report)
 from ..core.policy_worker import PolicyWorker, StaleDecision
 from ..ros.common import declare_config, run_node
 from ..ros.convert import pose2d_from_odom, s_from_time
 from ..ros.images import check_tokens_msg, image_msg_to_rgb, image_msg_to_tokens
-
-
-@dataclass
-class DecisionConfig:
-    policy: str = 'oracle'            # 'oracle' (simulator only) | 'janus' | 'openai' | 'random'
-    seed: int = 0                     # random policy
-    checkpoint_dir: str = ''          # janus: local checkpoint folder
-    device: str = 'cpu'
-    dtype: str = 'auto'               # janus: auto (bfloat16 on CUDA, else float32) | float32 |
-                                      # bfloat16 | float16
-    janus_mode: str = 'released'      # janus: 'released' (published protocol) | 'streaming' (ours)
-    janus_initial_frames: int = 8     # streaming: frame blocks kept as sinks in the LLM memory
-    janus_window_frames: int = 48     # streaming: most recent frame blocks kept
-    janus_max_actions: int = 1        # streaming: moves one answer may hold (StreamVLN: 4)
-    janus_retries: int = 1            # streaming: re-asks after an unparsable answer
-    openai_base_url: str = 'http://127.0.0.1:8000/v1'   # openai: OpenAI-compatible endpoint
-    openai_model: str = ''
-    openai_api_key_env: str = 'OPENAI_API_KEY'           # the key is read from here ...
-    openai_api_key_file: str = ''                        # ... or from this file; never logged
-    openai_timeout_s: float = 10.0
-    openai_max_retries: int = 1
-    openai_jpeg_quality: int = 80
-    openai_max_tokens: int = 256
-    openai_temperature: float = 0.0
-    episode_file: str = ''            # oracle: episode YAML with the reference path
-    episode_id: str = ''
-    forward_m: float = 0.25
-    turn_deg: float = 30.0
-    instruction: str = ''             # start with this instruction right away ('' = wait)
-    max_steps: int = 400
-    move_timeout_s: float = 30.0
-    frame_timeout_s: float = 5.0
-    max_frame_age_s: float = 1.0
-    decision_timeout_s: float = 10.0  # a slower decision is dropped, the robot holds (0 = none)
-    max_dropped: int = 3              # dropped decisions in a row that end the episode
-    max_refused: int = 10             # refused moves in a row that end the episode (0 = no limit)
-    status_rate_hz: float = 10.0
-    torch_threads: int = 1            # janus on CPU: torch threads (0 = torch's default)
-    encode_retry_s: float = 2.0       # janus: resend a frame to the encoder if no tokens came back
-    autostart: bool = True            # configure + activate on start-up (loads the policy)
 
 
 class DecisionNode(LifecycleNode):
@@ -96,21 +58,16 @@ class DecisionNode(LifecycleNode):
                                             c.max_dropped, c.max_refused, c.encode_retry_s))
         self.backend = None
         self.worker: PolicyWorker | None = None
-        self._error = ''                                    # the last policy failure (diagnostics)
+        self.fig = EpisodeFigures(policy=c.policy)          # distance, latency, errors, ...
         self._run = uuid.uuid4().hex[:8]                    # tells this node's episodes apart
         self._pose = None
         self._last_xy: tuple[float, float] | None = None
-        self._distance = 0.0
         self._camera: tuple[float, Image] | None = None     # newest vln/image (stamp_s, message)
         self._frame: tuple[float, object] | None = None     # what the next decision is taken on
         self._pending: tuple[Future, int] | None = None    # (future, decision_seq)
         self._resetting: Future | None = None
         self._requested: tuple[float, float] | None = None  # (frame stamp, wall time) to encoder
-        self._subgoal = ''
         self._reported = 0                                  # last episode whose result went out
-        self._decisions = 0                                 # decisions taken in this episode
-        self._history_frames = 0
-        self._encode_ms = 0.0
         self._tokens_sub = None
         self.action_pub = self.create_publisher(String, 'vln/action', 10)
         self.status_pub = self.create_publisher(String, 'vln/status', 10)
@@ -129,7 +86,6 @@ class DecisionNode(LifecycleNode):
         self.create_timer(1.0 / c.status_rate_hz, self._publish_status)
         self.create_timer(1.0, self._publish_diagnostics)
         self._autostart = c.instruction
-        self._last_latency_ms = 0.0
         if c.autostart:
             # steady clock: with use_sim_time and no /clock yet the node must still configure
             self._boot = self.create_timer(0.1, self._boot_once,
@@ -151,12 +107,13 @@ class DecisionNode(LifecycleNode):
         try:
             backend = make_backend(c.policy, spec=MoveSpec(c.forward_m, c.turn_deg), **kwargs)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the node unconfigured
-            self._error = f'policy {c.policy!r} not loaded: {type(exc).__name__}: {exc}'
+            self.fig.error = f'policy {c.policy!r} not loaded: {type(exc).__name__}: {exc}'
             self.get_logger().error(
-                f'{self._error}. To do: fix the parameters (checkpoint_dir, device, dtype, '
+                f'{self.fig.error}. To do: fix the parameters (checkpoint_dir, device, dtype, '
                 'episode_file) and configure again; instructions are refused until then')
             return TransitionCallbackReturn.FAILURE
-        self.backend, self.worker, self._error = backend, PolicyWorker(backend), ''
+        self.backend, self.worker = backend, PolicyWorker(backend)
+        self.fig.error, self.fig.loaded = '', True
         if backend.needs_tokens:
             self.loop.cfg.frame_source = ('fused tokens from the memory encoder (check its log '
                                           'and diagnostics)')
@@ -174,7 +131,7 @@ class DecisionNode(LifecycleNode):
         self._publish(self.loop.cancel(self._now(), 'policy unloaded'))
         if self.worker is not None:
             self.worker.shutdown()
-        self.backend, self.worker = None, None
+        self.backend, self.worker, self.fig.loaded = None, None, False
         return TransitionCallbackReturn.SUCCESS
 
     # --- inputs -------------------------------------------------------------------------------
@@ -190,7 +147,7 @@ class DecisionNode(LifecycleNode):
         if self._last_xy is not None and self.loop.active:
             step = math.hypot(pose.x - self._last_xy[0], pose.y - self._last_xy[1])
             if step < 1.0:   # a jump (odometry reset) is not travel
-                self._distance += step
+                self.fig.distance_m += step
         self._last_xy = (pose.x, pose.y)
 
     def _on_image(self, msg: Image) -> None:
@@ -210,20 +167,18 @@ class DecisionNode(LifecycleNode):
             return
         stamp = s_from_time(msg.header.stamp)
         if self._requested is not None and abs(stamp - self._requested[0]) < 1e-6:
-            self._encode_ms = (time.monotonic() - self._requested[1]) * 1000.0
+            self.fig.encode_ms = (time.monotonic() - self._requested[1]) * 1000.0
         # Keep the message; it becomes a tensor in the policy worker, only when decided on.
         self._frame = (stamp, msg)
 
     def _on_instruction(self, msg: String) -> None:
         if self.worker is None:
-            why = (f'the policy is not loaded ({self._error or "not configured"}); fix the '
+            why = (f'the policy is not loaded ({self.fig.error or "not configured"}); fix the '
                    'parameters and configure the decision node again')
             self.get_logger().error(f'instruction refused: {why}')
-            self.result_pub.publish(String(data=json.dumps({
-                'episode': 0, 'instruction': msg.data, 'result': 'error', 'reason': why,
-                'steps': 0, 'distance_m': 0.0, 'policy': self.cfg.policy, 'stamp': self._now()})))
+            self.result_pub.publish(String(data=json.dumps(
+                refused_result(msg.data, why, self.fig, self._now()))))
             return
-        self._error = ''
         previous = self.loop.s
         was_active = self.loop.active
         try:
@@ -236,7 +191,7 @@ class DecisionNode(LifecycleNode):
             self.get_logger().info(f'episode {previous.episode} preempted by a new instruction')
             previous.result, previous.reason = 'preempted', 'a new instruction arrived'
             self._publish_result(previous)
-        self._distance, self._subgoal, self._decisions, self._history_frames = 0.0, '', 0, 0
+        self.fig.new_episode()
         self._requested = None
         # behind any decision still running, on the worker: nothing of the old episode leaks in
         self._resetting = self.worker.reset(self.loop.s.episode, self.loop.s.instruction)
@@ -309,10 +264,10 @@ class DecisionNode(LifecycleNode):
         self._resetting = None
         exc = fut.exception()
         if exc is not None and self.loop.active:
-            self._error = f'policy reset failed: {type(exc).__name__}: {exc}'
-            self.get_logger().error(f'{self._error}; the robot holds. To do: check the policy '
+            self.fig.error = f'policy reset failed: {type(exc).__name__}: {exc}'
+            self.get_logger().error(f'{self.fig.error}; the robot holds. To do: check the policy '
                                     '(e.g. its server) and give the instruction again')
-            self._publish(self.loop.fail(self._error))
+            self._publish(self.loop.fail(self.fig.error))
             self._after_change()
             return False
         return True
@@ -337,8 +292,8 @@ class DecisionNode(LifecycleNode):
             return
         except Exception as exc:  # noqa: BLE001 - a policy crash must stop the robot
             if seq == self.loop.s.decision_seq and self.loop.s.state == 'deciding':
-                self._error = f'policy failed: {describe_error(exc, self.cfg)}'
-                self.get_logger().error(f'{self._error}; the robot holds')
+                self.fig.error = f'policy failed: {describe_error(exc, self.cfg)}'
+                self.get_logger().error(f'{self.fig.error}; the robot holds')
                 self._publish(self.loop.fail(f'policy error: {type(exc).__name__}: {exc}'))
                 self._after_change()
             return
@@ -349,20 +304,19 @@ class DecisionNode(LifecycleNode):
         self._log_decision(dec, seq)
 
     def _log_decision(self, dec: Decision, seq: int) -> None:
-        self._last_latency_ms = dec.latency_ms
-        self._decisions += 1
-        self._history_frames = dec.history_frames
+        self.fig.decision_ms = dec.latency_ms
+        self.fig.decisions += 1
+        self.fig.history_frames = dec.history_frames
         if dec.subgoal:
-            self._subgoal = dec.subgoal
+            self.fig.subgoal = dec.subgoal
         if not dec.valid:
             why = dec.reason or f'policy output {dec.raw[:60]!r} is not an action'
             self.get_logger().error(f'{why}: STOP')
-        self._publish(self.loop.on_decision(dec.action, self._now(), dec.more, seq))
-        if not dec.valid:
-            self.loop.s.result, self.loop.s.reason = 'error', f'no valid action: {why}'
+        self._publish(self.loop.on_decision(dec.action, self._now(), dec.more, seq,
+                                            valid=dec.valid, reason='' if dec.valid else why))
         chunk = f' (+{",".join(a.value for a in dec.more)})' if dec.more else ''
         thought = f' - {dec.thought[:80]}' if dec.thought else ''
-        memory = (f', {dec.history_frames} history frames, encode {self._encode_ms:.0f} ms'
+        memory = (f', {dec.history_frames} history frames, encode {self.fig.encode_ms:.0f} ms'
                   if self.backend.needs_tokens else '')
         self.get_logger().info(f'step {self.loop.s.step}: {dec.action.value}{chunk} '
                                f'({dec.latency_ms:.0f} ms{memory}){thought}')
@@ -403,43 +357,23 @@ class DecisionNode(LifecycleNode):
     def _publish_result(self, s) -> None:
         self._reported = max(self._reported, s.episode)
         text = (f'episode {s.episode} ended: {s.result} ({s.reason}) after {s.step} moves, '
-                f'{self._distance:.2f} m')
+                f'{self.fig.distance_m:.2f} m')
         # (rclpy fixes a log call site's severity: one call per level)
         if s.result in ('succeeded', 'canceled', 'preempted'):
             self.get_logger().info(text)
         else:
             self.get_logger().warning(text)
-        self.result_pub.publish(String(data=json.dumps({
-            'episode': s.episode, 'instruction': s.instruction, 'result': s.result,
-            'reason': s.reason, 'steps': s.step, 'distance_m': round(self._distance, 3),
-            'refused': s.refused, 'actions': s.actions, 'policy': self.cfg.policy,
-            'stamp': self._now()})))
+        self.result_pub.publish(String(data=json.dumps(result_report(s, self.fig, self._now()))))
 
     def _publish_status(self) -> None:
-        s = self.loop.s
-        self.status_pub.publish(String(data=json.dumps({
-            'state': s.state, 'instruction': s.instruction, 'episode': s.episode, 'step': s.step,
-            'last_action': s.last_action, 'last_executed': s.last_executed,
-            'queued': s.queued, 'subgoal': self._subgoal,
-            'distance_m': round(self._distance, 3), 'result': s.result,
-            'decision_ms': round(self._last_latency_ms, 3), 'reason': s.reason,
-            'decisions': self._decisions, 'history_frames': self._history_frames,
-            'encode_ms': round(self._encode_ms, 3), 'loaded': self.backend is not None,
-            'error': self._error,
-            'policy': self.cfg.policy, 'stamp': self._now()})))
+        self.status_pub.publish(String(data=json.dumps(
+            status_report(self.loop.s, self.fig, self._now()))))
 
     def _publish_diagnostics(self) -> None:
-        st = DiagnosticStatus(name='vln_stack: decision', hardware_id=self.cfg.device)
-        if self._error:
-            st.level, st.message = DiagnosticStatus.ERROR, self._error[:400]
-        elif self.backend is None:
-            st.level, st.message = DiagnosticStatus.WARN, 'policy not loaded (not configured)'
-        else:
-            st.level, st.message = DiagnosticStatus.OK, f'{self.loop.s.state}'
-        vals = {'policy': self.cfg.policy, 'state': self.loop.s.state,
-                'episode': self.loop.s.episode, 'step': self.loop.s.step,
-                'decision_ms': f'{self._last_latency_ms:.1f}', 'encode_ms': f'{self._encode_ms:.1f}'}
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
+        level, message, values = diagnostics_report(self.loop.s, self.fig)
+        st = DiagnosticStatus(name='vln_stack: decision', hardware_id=self.cfg.device,
+                              level=bytes([level]), message=message)
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         arr = DiagnosticArray(status=[st])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)

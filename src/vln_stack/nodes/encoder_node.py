@@ -39,6 +39,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Empty, String
 
 from ..ros.common import declare_config, run_node
+from ..ros.convert import s_from_time
 from ..ros.images import image_msg_to_rgb, tokens_to_image_msg
 
 
@@ -277,7 +278,7 @@ class EncoderNode(LifecycleNode):
         header = job.msg.header
         self.tokens_pub.publish(tokens_to_image_msg(tokens, header))
         self.info_pub.publish(String(data=json.dumps({
-            'stamp': header.stamp.sec + header.stamp.nanosec * 1e-9,
+            'stamp': s_from_time(header.stamp),
             'episode': job.episode or '', 'frame_index': out.frame_index,
             'memory_frames': out.memory_frames, 'grid_hw': list(out.grid_hw),
             'tokens': int(out.fused.shape[0]), 'layout': self.cfg.token_layout,

@@ -3,7 +3,8 @@
 In: ``vln/cmd_vel_request`` (geometry_msgs/Twist from the velocity controller), ``odom``, camera
 frames (``camera_topic``, default the ingest's ``vln/image``), the decision heartbeat
 ``vln/status``, the encoder's ``vln/encoder/heartbeat``, ``vln/action`` (STOP = cancel),
-``vln/goal`` (re-arms after a cancel), ``vln/estop`` (std_msgs/Bool, true latches) and the obstacle
+``vln/goal`` and the waypoint node's ``vln/move`` goals (re-arm after a cancel), ``vln/estop``
+(std_msgs/Bool, true latches) and the obstacle
 sensor: ``camera/depth/image_raw`` + ``camera/depth/camera_info`` or ``scan``.
 Out: ``cmd_vel`` (bounded Twist), ``vln/safety`` (JSON state), ``diagnostics``.
 Service: ``vln/estop`` (std_srvs/SetBool: true engages, false resets).
@@ -27,20 +28,23 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool
 
 from ..core.actions import Action
-from ..core.candidates import (CameraModel, CandidateConfig, Footprint, clearance, depth_points,
-                               obstacle_points, scan_points)
+from ..core.candidates import (CameraModel, CandidateConfig, Footprint, corridor_clearance,
+                               depth_points, obstacle_points, scan_points)
+from ..core.limits import RobotLimits
 from ..core.safety import ZERO, Command, SafetyConfig, SafetyMonitor
+from ..core.waypoint import GOAL, Handoff
 from ..ros.common import declare_config, publish_final, run_node
+from ..ros.convert import s_from_time
 from ..ros.images import depth_msg_to_metres
 
 SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches any pub
 
 
-@dataclass
-class SafetyNodeConfig:
-    max_linear_mps: float = 0.5
-    max_angular_rps: float = 1.0
-    max_linear_accel_mps2: float = 1.0
+@dataclass(frozen=True)
+class SafetyNodeConfig(RobotLimits):
+    """Parameters: the robot's limits (:class:`RobotLimits`, shared with the velocity controller)
+    and these."""
+
     odom_timeout_s: float = 0.3
     camera_timeout_s: float = 0.5
     status_timeout_s: float = 0.3       # vln/status is 10 Hz
@@ -75,9 +79,11 @@ class SafetyNode(Node):
         if c.check_rate_hz < 20.0:
             raise ValueError(f'check_rate_hz must be >= 20 Hz, got {c.check_rate_hz}')
         self.monitor = SafetyMonitor(SafetyConfig(
-            c.max_linear_mps, c.max_angular_rps, c.max_linear_accel_mps2, c.odom_timeout_s,
-            c.camera_timeout_s, c.status_timeout_s, c.encoder_timeout_s, c.request_timeout_s,
-            c.obstacle_source != 'none', c.obstacle_stop_m, c.obstacle_timeout_s))
+            **RobotLimits.of(c).limit_kwargs(), odom_timeout_s=c.odom_timeout_s,
+            camera_timeout_s=c.camera_timeout_s, status_timeout_s=c.status_timeout_s,
+            encoder_timeout_s=c.encoder_timeout_s, request_timeout_s=c.request_timeout_s,
+            obstacle_check=c.obstacle_source != 'none', obstacle_stop_m=c.obstacle_stop_m,
+            obstacle_timeout_s=c.obstacle_timeout_s))
         self.footprint = Footprint(c.footprint_length_m, c.footprint_width_m)
         self.points_cfg = CandidateConfig(lateral_margin_m=c.lateral_margin_m,
                                           floor_clearance_m=c.floor_clearance_m,
@@ -97,6 +103,7 @@ class SafetyNode(Node):
         self.create_subscription(String, 'vln/encoder/heartbeat', self._heard('encoder'), 10)
         self.create_subscription(String, 'vln/action', self._on_action, 10)
         self.create_subscription(PoseStamped, 'vln/goal', lambda _m: self.monitor.rearm(), 10)
+        self.create_subscription(String, 'vln/move', self._on_move, 10)
         self.create_subscription(Bool, 'vln/estop', self._on_estop_topic, 10)
         self.create_service(SetBool, 'vln/estop', self._on_estop_service)
         if c.obstacle_source == 'depth':
@@ -114,7 +121,7 @@ class SafetyNode(Node):
             f'{c.obstacle_source}, stop at {c.obstacle_stop_m} m')
 
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return s_from_time(self.get_clock().now())
 
     def _heard(self, key: str):
         def record(_msg) -> None:
@@ -151,6 +158,15 @@ class SafetyNode(Node):
         if msg.data.strip() == Action.STOP.value:
             self.monitor.cancel()
             self._check()
+
+    def _on_move(self, msg: String) -> None:
+        """A goal from the waypoint node re-arms at once (its vln/goal copy comes one hop later,
+        from the velocity controller, possibly after the first velocity request)."""
+        try:
+            if Handoff.from_json(msg.data).result == GOAL:
+                self.monitor.rearm()
+        except ValueError:
+            pass
 
     def _on_estop_topic(self, msg: Bool) -> None:
         if msg.data:
@@ -200,9 +216,8 @@ class SafetyNode(Node):
         self._obstacle(pts)
 
     def _obstacle(self, points_xy) -> None:
-        half_w = self.footprint.width_m / 2 + self.cfg.lateral_margin_m
-        self.monitor.obstacle(clearance(points_xy, 0.0, half_w, self.footprint.front_m),
-                              self._now())
+        self.monitor.obstacle(corridor_clearance(points_xy, self.footprint,
+                                                 self.cfg.lateral_margin_m), self._now())
 
     # --- output ---------------------------------------------------------------------------------
     def _send(self, cmd: Command) -> None:

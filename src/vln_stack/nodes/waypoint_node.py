@@ -1,4 +1,9 @@
-"""Waypoint node: a discrete move (vln/action) -> a metric goal pose in the odom frame (vln/goal).
+"""Waypoint node: a discrete move (vln/action) -> a metric goal in the odom frame, with its action.
+
+Each action becomes one :class:`~vln_stack.core.waypoint.Handoff` on ``vln/move`` (JSON) for the
+velocity controller: the goal together with the action it is for, or a refusal / rejection and
+why. The controller tracks the goal, republishes it as ``vln/goal`` (PoseStamped) and publishes
+every ``vln/move_done`` report, refusals included.
 
 With a depth camera (``camera/depth/image_raw`` 32FC1 m or 16UC1 mm + ``camera/depth/camera_info``)
 it also publishes the candidate waypoints of :mod:`vln_stack.core.candidates` (12 headings, 30 deg
@@ -6,16 +11,15 @@ apart) in the odom frame: ``vln/candidates`` (geometry_msgs/PoseArray, pose i = 
 at its free distance; an unknown heading sits at the robot), ``vln/candidates/markers``
 (visualization_msgs/MarkerArray) and ``vln/candidates/info`` (JSON per heading: heading_deg,
 known, free_m). A MOVE_FORWARD that would end closer than ``obstacle_margin_m`` to an obstacle is
-refused: no goal is sent and ``vln/move_done`` reports ``result: refused``.
+refused (decided by :func:`vln_stack.core.waypoint.forward_refusal`): no goal is sent and
+``vln/move_done`` (from the controller) reports ``result: refused``.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-from geometry_msgs.msg import PoseArray, PoseStamped
+from geometry_msgs.msg import PoseArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -28,17 +32,18 @@ from ..core.actions import Action, MoveSpec
 from ..core.candidates import (CameraModel, Candidate, CandidateConfig, Footprint,
                                candidates_from_depth)
 from ..core.geometry import Pose2D
-from ..core.waypoint import goal_for_action
+from ..core.waypoint import REFUSED, REJECTED, Handoff, forward_refusal, goal_for_action
+from ..core.waypoint import move_spec_from as core_move_spec_from
 from ..ros.candidates import candidate_msgs
 from ..ros.common import declare_config, run_node
-from ..ros.convert import pose2d_from_odom, pose_stamped
+from ..ros.convert import pose2d_from_odom, s_from_time
 from ..ros.images import depth_msg_to_metres
 
 
 @dataclass
 class WaypointConfig:
-    forward_m: float = 0.25        # JanusVLN: 0.25 m
-    turn_deg: float = 30.0         # JanusVLN paper 30 deg; its released config 15 deg
+    forward_m: float = MoveSpec.forward_m   # JanusVLN: 0.25 m (the default of core MoveSpec)
+    turn_deg: float = MoveSpec.turn_deg     # JanusVLN paper 30 deg; its released config 15 deg
     model_config: str = ''         # optional checkpoint config.json carrying forward_m / turn_deg
     odom_frame: str = 'odom'
     max_odom_age_s: float = 0.5
@@ -60,17 +65,7 @@ class WaypointConfig:
 
 def move_spec_from(cfg: WaypointConfig) -> MoveSpec:
     """The move size: the model's config wins over the parameters when it names one."""
-    forward, turn = cfg.forward_m, cfg.turn_deg
-    if cfg.model_config:
-        path = Path(cfg.model_config)
-        if path.is_dir():
-            path = path / 'config.json'
-        if not path.is_file():
-            raise FileNotFoundError(f'model_config not found: {path}')
-        block = json.loads(path.read_text()).get('vln_stack', {})
-        forward = float(block.get('forward_m', forward))
-        turn = float(block.get('turn_deg', turn))
-    return MoveSpec(forward_m=forward, turn_deg=turn)
+    return core_move_spec_from(cfg.forward_m, cfg.turn_deg, cfg.model_config)
 
 
 class WaypointNode(Node):
@@ -80,8 +75,7 @@ class WaypointNode(Node):
         self.spec = move_spec_from(self.cfg)
         self._pose: Pose2D | None = None
         self._pose_time: Time | None = None
-        self.goal_pub = self.create_publisher(PoseStamped, 'vln/goal', 10)
-        self.done_pub = self.create_publisher(String, 'vln/move_done', 10)
+        self.move_pub = self.create_publisher(String, 'vln/move', 10)
         self.create_subscription(Odometry, 'odom', self._on_odom, 20)
         self.create_subscription(String, 'vln/action', self._on_action, 10)
         self._waiting: tuple[Action, Time] | None = None   # an action waiting for odometry
@@ -119,7 +113,7 @@ class WaypointNode(Node):
     def _check_waiting(self) -> None:
         if self._waiting is None:
             return
-        waited = (self.get_clock().now() - self._waiting[1]).nanoseconds * 1e-9
+        waited = s_from_time(self.get_clock().now()) - s_from_time(self._waiting[1])
         if waited > self.cfg.odom_wait_s:
             action, self._waiting = self._waiting[0], None
             self._reject(action.value, f'no odometry within {self.cfg.odom_wait_s} s: is odom '
@@ -127,8 +121,7 @@ class WaypointNode(Node):
 
     def _reject(self, action: str, reason: str) -> None:
         self.get_logger().error(f'{action}: {reason}')
-        self.done_pub.publish(String(data=json.dumps(
-            {'action': action, 'result': 'rejected', 'reason': reason})))
+        self.move_pub.publish(String(data=Handoff(action, REJECTED, reason=reason).to_json()))
 
     def _on_action(self, msg: String) -> None:
         try:
@@ -139,7 +132,8 @@ class WaypointNode(Node):
         if action is Action.STOP:
             return  # the controller stops on vln/action STOP directly; no goal needed
         now = self.get_clock().now()
-        age = math.inf if self._pose_time is None else (now - self._pose_time).nanoseconds * 1e-9
+        age = math.inf if self._pose_time is None else \
+            s_from_time(now) - s_from_time(self._pose_time)
         if self._pose is None or age > self.cfg.max_odom_age_s:
             self._waiting = (action, now)   # decide when fresh odometry arrives (or reject)
             return
@@ -148,12 +142,13 @@ class WaypointNode(Node):
             if refusal:
                 self.get_logger().warning(f'MOVE_FORWARD refused: {refusal}; the robot holds. '
                                           'To do: turn toward a free candidate heading')
-                self.done_pub.publish(String(data=json.dumps(
-                    {'result': 'refused', 'reason': refusal, 'action': action.value})))
+                self.move_pub.publish(String(data=Handoff(
+                    action.value, REFUSED, reason=refusal).to_json()))
                 return
         goal = goal_for_action(action, self._pose, self.spec)
-        out = pose_stamped(goal.target, now.to_msg(), self.cfg.odom_frame)
-        self.goal_pub.publish(out)
+        stamp = now.to_msg()
+        self.move_pub.publish(String(data=Handoff.for_goal(
+            goal, (stamp.sec, stamp.nanosec), self.cfg.odom_frame).to_json()))
 
 
     # --- candidate waypoints ------------------------------------------------------------------
@@ -162,7 +157,7 @@ class WaypointNode(Node):
         if info is None or self._pose is None:
             return
         if self._cands is not None and \
-                (now - self._cands[0]).nanoseconds * 1e-9 < 1.0 / self.cfg.candidates_rate_hz:
+                s_from_time(now) - s_from_time(self._cands[0]) < 1.0 / self.cfg.candidates_rate_hz:
             return
         c = self.cfg
         try:
@@ -181,18 +176,12 @@ class WaypointNode(Node):
 
     def _forward_refusal(self, now: Time) -> str:
         """Why a forward move must not start ('' = it may), from the latest depth."""
-        margin = self.cfg.obstacle_margin_m
-        if margin <= 0 or self._cands is None:
-            return ''   # no depth camera on this robot: nothing to check against
-        age = (now - self._cands[0]).nanoseconds * 1e-9
-        if age > self.cfg.max_depth_age_s:
-            return f'depth is {age:.1f} s old: the way ahead cannot be checked'
-        ahead = self._cands[1][0].free_m
-        if ahead is None or ahead - self.spec.forward_m >= margin:
-            return ''
-        return (f'obstacle {ahead:.2f} m ahead (margin {margin:.2f} m): a '
-                f'{self.spec.forward_m:.2f} m move would end {ahead - self.spec.forward_m:.2f} m '
-                f'from it')
+        if self._cands is None:   # no depth camera on this robot: nothing to check against
+            return forward_refusal(self.spec, self.cfg.obstacle_margin_m, None, None,
+                                   self.cfg.max_depth_age_s)
+        t, cands = self._cands
+        return forward_refusal(self.spec, self.cfg.obstacle_margin_m, cands[0].free_m,
+                               s_from_time(now) - s_from_time(t), self.cfg.max_depth_age_s)
 
     def _publish_candidates(self, cands: list[Candidate], pose: Pose2D, stamp) -> None:
         poses, markers, info = candidate_msgs(

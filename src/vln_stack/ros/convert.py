@@ -13,7 +13,12 @@ def time_from_s(t: float) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def s_from_time(t: Time) -> float:
+def s_from_time(t) -> float:
+    """Seconds from a stamp (builtin_interfaces/Time) or an rclpy ``Time`` (a clock reading).
+    The one stamp conversion of the stack."""
+    ns = getattr(t, 'nanoseconds', None)
+    if ns is not None:
+        return ns * 1e-9
     return float(t.sec) + float(t.nanosec) * 1e-9
 
 

@@ -166,11 +166,10 @@ def _ground(world_el: ET.Element) -> None:
             _material(el, (0.4, 0.4, 0.4, 1.0))
 
 
-def _robot(world_el: ET.Element, robot: RobotBody, start, flavor: str, namespace: str) -> None:
+def _base_link(model: ET.Element, robot: RobotBody) -> ET.Element:
+    """Link ``base_link``: gravity off, the box's inertia, collision and visual; returns it."""
     length, width = robot.footprint_length_m, robot.footprint_width_m
     height = 2 * BASE_BOX_HALF_HEIGHT
-    model = _sub(world_el, 'model', name=ROBOT_MODEL)
-    _pose(model, (start[0], start[1], 0.0), (0.0, 0.0, start[2]))
     link = _sub(model, 'link', name=BASE_FRAME)
     _sub(link, 'gravity', 'false')
     inertial = _sub(link, 'inertial')
@@ -188,7 +187,11 @@ def _robot(world_el: ET.Element, robot: RobotBody, start, flavor: str, namespace
         _sub(_sub(_sub(el, 'geometry'), 'box'), 'size', nums((length, width, height)))
         if tag == 'visual':
             _material(el, (0.2, 0.2, 0.2, 1.0))
+    return link
 
+
+def _camera_sensor(link: ET.Element, robot: RobotBody, flavor: str) -> ET.Element:
+    """Camera sensor ``camera`` on ``link`` (gz flavours: with its gz topic); returns it."""
     sensor = _sub(link, 'sensor', name='camera', type='camera')
     # SDF cameras look along +x with +z up: a positive pitch about y tilts the view down.
     _pose(sensor, robot.camera_offset, (0.0, math.radians(robot.camera_pitch_deg), 0.0))
@@ -206,25 +209,30 @@ def _robot(world_el: ET.Element, robot: RobotBody, start, flavor: str, namespace
     clip = _sub(cam, 'clip')
     _sub(clip, 'near', '0.05')
     _sub(clip, 'far', '100')
+    return sensor
 
-    if flavor == 'classic':
-        cam_plugin = _sub(sensor, 'plugin', name='camera_driver',
-                          filename='libgazebo_ros_camera.so')
-        if namespace:
-            _sub(_sub(cam_plugin, 'ros'), 'namespace', namespace)
-        _sub(cam_plugin, 'camera_name', 'camera')
-        _sub(cam_plugin, 'frame_name', CAMERA_FRAME)
-        move = _sub(model, 'plugin', name='planar_move', filename='libgazebo_ros_planar_move.so')
-        if namespace:
-            _sub(_sub(move, 'ros'), 'namespace', namespace)
-        _sub(move, 'update_rate', num(1.0 / STEP_S))
-        _sub(move, 'publish_rate', num(ODOM_RATE_HZ))
-        _sub(move, 'publish_odom', 'true')
-        _sub(move, 'publish_odom_tf', 'false')
-        _sub(move, 'odometry_frame', ODOM_FRAME)
-        _sub(move, 'robot_base_frame', BASE_FRAME)
-        return
 
+def _classic_plugins(model: ET.Element, sensor: ET.Element, namespace: str) -> None:
+    """Gazebo Classic: ``gazebo_ros_camera`` on the sensor, ``gazebo_ros_planar_move`` on the
+    model, both in the ROS namespace ``namespace`` ('' = none)."""
+    cam_plugin = _sub(sensor, 'plugin', name='camera_driver', filename='libgazebo_ros_camera.so')
+    if namespace:
+        _sub(_sub(cam_plugin, 'ros'), 'namespace', namespace)
+    _sub(cam_plugin, 'camera_name', 'camera')
+    _sub(cam_plugin, 'frame_name', CAMERA_FRAME)
+    move = _sub(model, 'plugin', name='planar_move', filename='libgazebo_ros_planar_move.so')
+    if namespace:
+        _sub(_sub(move, 'ros'), 'namespace', namespace)
+    _sub(move, 'update_rate', num(1.0 / STEP_S))
+    _sub(move, 'publish_rate', num(ODOM_RATE_HZ))
+    _sub(move, 'publish_odom', 'true')
+    _sub(move, 'publish_odom_tf', 'false')
+    _sub(move, 'odometry_frame', ODOM_FRAME)
+    _sub(move, 'robot_base_frame', BASE_FRAME)
+
+
+def _gz_plugins(model: ET.Element, flavor: str) -> None:
+    """gz flavours: the model's VelocityControl and OdometryPublisher systems."""
     filename, name = gz_plugin('velocity-control', flavor)
     vel = _sub(model, 'plugin', filename=filename, name=name)
     _sub(vel, 'topic', GZ_TOPICS['cmd_vel'])
@@ -236,6 +244,17 @@ def _robot(world_el: ET.Element, robot: RobotBody, start, flavor: str, namespace
     _sub(odom, 'tf_topic', GZ_TOPICS['odom_tf'])
     _sub(odom, 'odom_publish_frequency', num(ODOM_RATE_HZ))
     _sub(odom, 'dimensions', '2')
+
+
+def _robot(world_el: ET.Element, robot: RobotBody, start, flavor: str, namespace: str) -> None:
+    """Model :data:`ROBOT_MODEL` at ``start``: base link, camera and the flavour's plugins."""
+    model = _sub(world_el, 'model', name=ROBOT_MODEL)
+    _pose(model, (start[0], start[1], 0.0), (0.0, 0.0, start[2]))
+    sensor = _camera_sensor(_base_link(model, robot), robot, flavor)
+    if flavor == 'classic':
+        _classic_plugins(model, sensor, namespace)
+    else:
+        _gz_plugins(model, flavor)
 
 
 def _header(world: World, robot: RobotBody, flavor: str, start, robot_name: str) -> str:

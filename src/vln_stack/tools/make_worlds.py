@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.paths import config_dir as default_config_dir
 from ..core.profiles import PROFILE_NAMES, load_profile
 from ..sim.sdf import FLAVORS, build_sdf
 from ..sim.worlds import WORLDS, RobotBody
@@ -26,8 +27,7 @@ def world_files(robot: str = DEFAULT_ROBOT, flavors=FLAVORS, config_dir: Path | 
                 worlds=None) -> dict[str, str]:
     """{file name: SDF text} for the given robot profile, flavours and worlds (default: all)."""
     if config_dir is None:
-        from .procs import config_dir as _cfg
-        config_dir = _cfg()
+        config_dir = default_config_dir()
     body = RobotBody.from_profile(load_profile(robot, config_dir))
     out = {}
     for world in (worlds or WORLDS):

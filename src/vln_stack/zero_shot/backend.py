@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.actions import Action, MoveSpec
-from ..core.policies import Decision, Observation, PolicyBackend
+from ..core.policies import Decision, Observation, PolicyBackend, register_backend
 from .client import ChatClient, ChatError
 from .prompts import (MalformedReply, SubtaskList, parse_step_reply, parse_subtasks,
                       reorder_messages, retry_messages, step_messages)
@@ -66,8 +66,14 @@ class _Plan:
         self.reported = False         # note already put into a Decision.reason
 
 
+@register_backend('openai')
 class OpenAIBackend(PolicyBackend):
-    """Zero-shot policy ``openai``: any OpenAI-compatible chat endpoint with image input."""
+    """Zero-shot policy ``openai``: any OpenAI-compatible chat endpoint with image input.
+
+    Each request: ``openai_timeout_s`` per attempt, ``openai_max_retries`` retries after
+    ``openai_backoff_s * 2**(k-1)`` s (at most ``openai_max_backoff_s``, longer when a 429/503
+    says ``Retry-After``), all within ``openai_max_total_s`` (0: ``(1 + retries) * timeout`` plus
+    the backoffs). See :mod:`vln_stack.zero_shot.client`."""
 
     needs_image = True
 
@@ -81,6 +87,9 @@ class OpenAIBackend(PolicyBackend):
                  openai_jpeg_quality: int = 80,
                  openai_max_tokens: int = 256,
                  openai_temperature: float = 0.0,
+                 openai_backoff_s: float = 0.5,
+                 openai_max_backoff_s: float = 8.0,
+                 openai_max_total_s: float = 0.0,
                  **_: Any) -> None:
         if not 1 <= int(openai_jpeg_quality) <= 100:
             raise ValueError(f'openai_jpeg_quality must be in [1, 100], got {openai_jpeg_quality}')
@@ -89,7 +98,9 @@ class OpenAIBackend(PolicyBackend):
         self.client = ChatClient(openai_base_url, openai_model,
                                  api_key=read_api_key(openai_api_key_env, openai_api_key_file),
                                  timeout_s=openai_timeout_s, max_retries=openai_max_retries,
-                                 max_tokens=openai_max_tokens, temperature=openai_temperature)
+                                 max_tokens=openai_max_tokens, temperature=openai_temperature,
+                                 backoff_s=openai_backoff_s, max_backoff_s=openai_max_backoff_s,
+                                 max_total_s=openai_max_total_s or None)
         self._instruction = ''
         self._plan: _Plan | None = None
 

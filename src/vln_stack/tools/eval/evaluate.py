@@ -5,8 +5,8 @@ sent at run time, and the episode is scored with the VLN-CE metrics: NE, SR and 
 radius 3 m by default), SPL, nDTW, plus steps and the policy's per-step latency (p50/p95).
 Writes results.json and report.md (with a top-down trajectory plot per episode).
 
-    python -m vln_stack.tools.evaluate --policies oracle random --n 4
-    python -m vln_stack.tools.evaluate --episodes config/episodes/farm.yaml --robot agri
+    python -m vln_stack.tools.eval.evaluate --policies oracle random --n 4
+    python -m vln_stack.tools.eval.evaluate --episodes config/episodes/farm.yaml --robot agri
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.episodes import load_episodes
-from .procs import REPO_ROOT, config_dir
-from .run_episode import EpisodeRun, default_checkpoint, run_one
+from ...core.episodes import load_episodes
+from ...core.paths import REPO_ROOT, config_dir
+from ..runner.run_episode import EpisodeRun, default_checkpoint, run_one
 
 METRICS = ('ne_m', 'success', 'oracle_success', 'spl', 'ndtw', 'steps')
 
@@ -72,7 +72,7 @@ def write_report(path: Path, summary: dict[str, dict], runs: dict[str, list[dict
     path.write_text('\n'.join(lines) + '\n')
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--episodes', default=str(config_dir() / 'episodes' / 'heldout.yaml'))
@@ -90,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--timeout-s', type=float, default=600.0, help='per episode')
     p.add_argument('--out', default=str(REPO_ROOT / 'outputs' / 'eval'))
-    args = p.parse_args(argv)
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     eps_file = Path(args.episodes)
     episodes = load_episodes(eps_file)
     if args.ids:
@@ -109,11 +112,32 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     radius = None if args.use_episode_radius else args.success_radius_m
+    print(f'evaluating {len(episodes)} episodes x {len(args.policies)} policies from {eps_file}',
+          flush=True)
+    runs = _run_all(args, eps_file, episodes, out, radius)
+    summary = {pol: summarise(rs) for pol, rs in runs.items()}
+    meta = {'episodes_file': str(eps_file), 'n': len(episodes), 'robot': args.robot,
+            'success_radius_m': radius if radius is not None else 'per episode'}
+    (out / 'results.json').write_text(json.dumps({'meta': meta, 'summary': summary,
+                                                  'runs': runs}, indent=2))
+    write_report(out / 'report.md', summary, runs, meta)
+    print()
+    print(f'{"policy":8s} {"n":>3s} {"SR":>5s} {"OSR":>5s} {"SPL":>6s} {"nDTW":>6s} {"NE m":>6s} '
+          f'{"steps":>6s} {"p50 ms":>7s} {"p95 ms":>7s}')
+    for pol, s in summary.items():
+        print(f'{pol:8s} {s["episodes"]:3d} {s["success"]:5.2f} {s["oracle_success"]:5.2f} '
+              f'{s["spl"]:6.3f} {s["ndtw"]:6.3f} {s["ne_m"]:6.2f} {s["steps"]:6.1f} '
+              f'{s["decision_ms_p50"]:7.2f} {s["decision_ms_p95"]:7.2f}')
+    print(f'wrote {out / "results.json"} and {out / "report.md"}')
+    return 0 if all(s['errors'] == 0 for s in summary.values()) else 1
+
+
+def _run_all(args: argparse.Namespace, eps_file: Path, episodes: list, out: Path,
+             radius: float | None) -> dict[str, list[dict]]:
+    """Every episode with every policy, one line of progress each; {policy: result rows}."""
     total = len(episodes) * len(args.policies)
     runs: dict[str, list[dict]] = {pol: [] for pol in args.policies}
     done, t0 = 0, time.monotonic()
-    print(f'evaluating {len(episodes)} episodes x {len(args.policies)} policies from {eps_file}',
-          flush=True)
     for pol in args.policies:
         for i, ep in enumerate(episodes):
             ep_out = out / pol / ep.episode_id
@@ -135,21 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             done += 1
             print(f'{_bar(done, total)} {pol:7s} {ep.episode_id:22s} {line} '
                   f'[{time.monotonic() - t0:6.0f} s]', flush=True)
-    summary = {pol: summarise(rs) for pol, rs in runs.items()}
-    meta = {'episodes_file': str(eps_file), 'n': len(episodes), 'robot': args.robot,
-            'success_radius_m': radius if radius is not None else 'per episode'}
-    (out / 'results.json').write_text(json.dumps({'meta': meta, 'summary': summary,
-                                                  'runs': runs}, indent=2))
-    write_report(out / 'report.md', summary, runs, meta)
-    print()
-    print(f'{"policy":8s} {"n":>3s} {"SR":>5s} {"OSR":>5s} {"SPL":>6s} {"nDTW":>6s} {"NE m":>6s} '
-          f'{"steps":>6s} {"p50 ms":>7s} {"p95 ms":>7s}')
-    for pol, s in summary.items():
-        print(f'{pol:8s} {s["episodes"]:3d} {s["success"]:5.2f} {s["oracle_success"]:5.2f} '
-              f'{s["spl"]:6.3f} {s["ndtw"]:6.3f} {s["ne_m"]:6.2f} {s["steps"]:6.1f} '
-              f'{s["decision_ms_p50"]:7.2f} {s["decision_ms_p95"]:7.2f}')
-    print(f'wrote {out / "results.json"} and {out / "report.md"}')
-    return 0 if all(s['errors'] == 0 for s in summary.values()) else 1
+    return runs
 
 
 if __name__ == '__main__':

@@ -28,9 +28,9 @@ Goal: decision step p50 < 60 ms at F=48 on one H100.
 
 Examples::
 
-    python -m vln_stack.tools.step_benchmark --preset tiny --device cpu      # a few seconds
-    python -m vln_stack.tools.step_benchmark --device cuda                   # 7B random weights
-    python -m vln_stack.tools.step_benchmark --checkpoint models/janusvln --device cuda
+    python -m vln_stack.tools.bench.step --preset tiny --device cpu      # a few seconds
+    python -m vln_stack.tools.bench.step --device cuda                   # 7B random weights
+    python -m vln_stack.tools.bench.step --checkpoint models/janusvln --device cuda
 """
 
 from __future__ import annotations
@@ -41,25 +41,20 @@ import copy
 import dataclasses
 import importlib.util
 import json
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .memory_budget import INSTRUCTION, preset_qwen_config
+from .stack_shape import INSTRUCTION, preset_qwen_config
+from .step_timing import Row, Timer, log, make_row
 
 __all__ = ['Row', 'StepConfig', 'StepResult', 'build_stack', 'format_result', 'main', 'run']
 
 GOAL_MS, GOAL_FRAMES = 60.0, 48
 MIB = float(2**20)
-
-
-def _log(msg: str) -> None:
-    print(f'[step_benchmark] {msg}', file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -77,74 +72,10 @@ class StepConfig:
 
 
 @dataclass
-class Row:
-    metric: str
-    frames: int | None
-    p50_ms: float
-    p95_ms: float
-    samples: int
-    peak_bytes: int | None
-
-
-@dataclass
 class StepResult:
     rows: list[Row]
     meta: dict
     goal: str
-
-
-# ---- timing ------------------------------------------------------------------------------------
-class Timer:
-    """Synchronised wall time of a call and, on CUDA, its peak memory above what it started with."""
-
-    def __init__(self, device: torch.device, repeats: int, warmup: int) -> None:
-        self.cuda = device.type == 'cuda'
-        self.device, self.repeats, self.warmup = device, repeats, warmup
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
-    def allocated(self) -> int:
-        return torch.cuda.memory_allocated(self.device) if self.cuda else 0
-
-    def once(self, fn: Callable[[], object]) -> tuple[float, int]:
-        """``(ms, peak bytes above the start)`` of one call."""
-        self.sync()
-        start = self.allocated()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-        t0 = time.perf_counter()
-        fn()
-        self.sync()
-        ms = (time.perf_counter() - t0) * 1000.0
-        return ms, (torch.cuda.max_memory_allocated(self.device) - start if self.cuda else 0)
-
-    def measure(self, metric: str, frames: int | None, fn: Callable[[], object], *,
-                prepare: Callable[[], object] | None = None,
-                cleanup: Callable[[], object] | None = None) -> Row:
-        """``warmup`` + ``repeats`` calls of ``fn``, each after ``prepare`` (untimed)."""
-        times, peaks = [], []
-        for i in range(self.warmup + self.repeats):
-            resident = self.allocated()  # before `prepare` makes the benchmark's copy
-            if prepare is not None:
-                prepare()
-            ms, extra = self.once(fn)
-            if cleanup is not None:
-                cleanup()
-            if i >= self.warmup:
-                times.append(ms)
-                peaks.append(resident + extra)
-        return _row(metric, frames, times, max(peaks) if self.cuda else None)
-
-
-def _row(metric: str, frames: int | None, times: list[float], peak: int | None) -> Row:
-    arr = np.asarray(times, dtype=np.float64)
-    row = Row(metric, frames, float(np.percentile(arr, 50)), float(np.percentile(arr, 95)),
-              len(times), peak)
-    where = '' if frames is None else f' F={frames}'
-    _log(f'{metric}{where}: p50 {row.p50_ms:.2f} ms, p95 {row.p95_ms:.2f} ms ({len(times)} runs)')
-    return row
 
 
 # ---- the stack ---------------------------------------------------------------------------------
@@ -170,8 +101,8 @@ def build_stack(cfg: StepConfig, device: torch.device, dtype: torch.dtype, attn:
     """``(encoder, policy, note)``: from the checkpoint, or random weights built on ``device``."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from ..models.dual_encoder import DualMemoryEncoder
-    from ..models.llm_policy import JanusPolicy
+    from ...models.dual_encoder import DualMemoryEncoder
+    from ...models.llm_policy import JanusPolicy
 
     if cfg.checkpoint is not None:
         enc = DualMemoryEncoder.from_folder(cfg.checkpoint, device=device, dtype=dtype)
@@ -182,7 +113,7 @@ def build_stack(cfg: StepConfig, device: torch.device, dtype: torch.dtype, attn:
     settings, vision, qcfg, tok = preset_qwen_config(cfg.preset)
     note = f'random weights, preset {cfg.preset}'
     if tok is None:
-        from ..models.tiny_checkpoint import build_tiny_tokenizer
+        from ...models.tiny_checkpoint import build_tiny_tokenizer
 
         tok = build_tiny_tokenizer()
         note += ('; text tokenized by the tiny BPE (no Qwen tokenizer offline), image pad / '
@@ -232,12 +163,12 @@ def _decode_row(timer: Timer, policy, ids, tokens, grid, steps: int) -> Row:
                 times.append(ms)
                 peaks.append(resident + extra)
         box.clear()
-    return _row('llm decode (per token)', None, times, max(peaks) if timer.cuda else None)
+    return make_row('llm decode (per token)', None, times, max(peaks) if timer.cuda else None)
 
 
 def _history(policy, grid, n: int = 8):
     """Past frames as the janus backend keeps them: semantic tokens on the host, model dtype."""
-    from ..models.dual_encoder import FusedFrame
+    from ...models.dual_encoder import FusedFrame
 
     width = policy.model.get_input_embeddings().weight.shape[1]
     out = []
@@ -290,8 +221,8 @@ def _streaming_row(timer: Timer, stream, tokens, grid, frames: int) -> Row:
 
 # ---- driver ------------------------------------------------------------------------------------
 def run(cfg: StepConfig) -> StepResult:
-    from ..models.llm_memory import StreamingJanusPolicy
-    from ..models.runtime import resolve_dtype
+    from ...models.llm_memory import StreamingJanusPolicy
+    from ...models.runtime import resolve_dtype
 
     device = torch.device(cfg.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
@@ -306,10 +237,10 @@ def run(cfg: StepConfig) -> StepResult:
                   cfg.warmup if cfg.warmup >= 0 else (3 if cuda else 1))
     attn = _attn(cfg, device, dtype)
     t0 = time.perf_counter()
-    _log(f'building the stack on {device} ({dtype}, LLM attention {attn}) ...')
+    log(f'building the stack on {device} ({dtype}, LLM attention {attn}) ...')
     enc, policy, note = build_stack(cfg, device, dtype, attn)
     policy.max_new_tokens, policy.stop_ids = cfg.new_tokens, set()  # fixed-length answers
-    _log(f'built in {time.perf_counter() - t0:.1f} s')
+    log(f'built in {time.perf_counter() - t0:.1f} s')
     rng = np.random.default_rng(cfg.seed)  # habitat-size RGB frames
     rgbs = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
     images = [enc.preprocess(f).to(device, dtype) for f in rgbs]
@@ -322,7 +253,7 @@ def run(cfg: StepConfig) -> StepResult:
     enc.reset()
     filled = 0
     for f in sorted(set(cfg.frames)):
-        _log(f'filling the memories to {f} frames ...')
+        log(f'filling the memories to {f} frames ...')
         while filled < f:
             enc.aggregator.forward_frame(images[filled % len(images)][None], enc.cache,
                                          layers=[enc.layer_index])
@@ -395,7 +326,7 @@ def format_result(res: StepResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog='python -m vln_stack.tools.step_benchmark',
+    ap = argparse.ArgumentParser(prog='python -m vln_stack.tools.bench.step',
                                  description=__doc__.split('\n\n')[0])
     src = ap.add_mutually_exclusive_group()
     src.add_argument('--checkpoint', type=Path, help='JanusVLN checkpoint folder')

@@ -1,38 +1,25 @@
-"""Stop latency per fault, through real processes: each fault injected once, measured from outside.
-
-Standalone faults run the safety node alone, fed by this tool's own publishers (odometry, camera
-frames, the decision heartbeat, the encoder heartbeat, a LaserScan and 50 Hz velocity requests); graph
-faults run the simulator graph and kill a node mid-move or drive at a wall. Latency is measured
-from the fault (the last message before an input went silent, a kill, an e-stop) to the first
-zero twist on ``cmd_vel``, and in the simulator to the base standing still on ``odom``.
-
-    python -m vln_stack.tools.safety_report                    # every fault, table + JSON
-    python -m vln_stack.tools.safety_report --only camera_freeze kill_decision
-
-Action accuracy per robot profile: ``python -m vln_stack.tools.action_report``.
-"""
+"""The safety faults, each injected once through real processes and measured from outside
+(:mod:`.safety_probe`): the safety node alone (:func:`run_standalone`) or the simulator graph
+(:func:`run_kill`, :func:`run_wall`). The report (:mod:`.safety_report`) and tests/test_safety.py
+run these."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import signal
-import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from .procs import REPO_ROOT, NodeSpec, ProcessGroup, config_dir, ros_env
+from ...core.paths import config_dir
+from ..runner.procs import NodeSpec, ProcessGroup, ros_env
+from .safety_probe import REQUEST, Feeder, Probe
 
 STANDALONE = ('camera_freeze', 'odom_nan', 'heartbeat_loss', 'encoder_loss', 'oversized',
               'obstacle_scan', 'estop', 'cancel', 'sigterm')
 GRAPH = ('kill_decision', 'kill_encoder', 'wall_refusal')
 # Deadlines the standalone safety node runs with (seconds).
 DEADLINES = {'odom': 0.3, 'camera': 0.5, 'status': 0.3, 'encoder': 0.4}
-REQUEST = (0.3, 0.0, 0.2)          # the velocity request fed at 50 Hz (m/s, m/s, rad/s)
 
 
 @dataclass
@@ -44,159 +31,6 @@ class FaultResult:
     still_after_s: float | None = None      # simulator: fault -> base speed ~0 on odom
     detail: str = ''
     extra: dict = field(default_factory=dict)
-
-
-class Probe:
-    """This tool's rclpy node on its own context: records cmd_vel / odom / reports, publishes."""
-
-    def __init__(self, domain: int, *, use_sim_time: bool = False) -> None:
-        import rclpy
-        from geometry_msgs.msg import PoseArray, Twist
-        from nav_msgs.msg import Odometry
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
-        from std_msgs.msg import String
-
-        self.rclpy = rclpy
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = Node('vln_safety_probe', context=self.ctx)
-        self.exe = SingleThreadedExecutor(context=self.ctx)
-        self.exe.add_node(self.node)
-        self.cmd: list[tuple[float, float, float, float]] = []     # (t, vx, vy, wz)
-        self.odom: list[tuple[float, float, float, float, float]] = []  # (t, x, y, yaw, |v|)
-        self.done: list[dict] = []
-        self.safety: dict = {}
-        self.candidates: list = []
-        n = self.node
-        n.create_subscription(Twist, 'cmd_vel', self._on_cmd, 100)
-        n.create_subscription(Odometry, 'odom', self._on_odom, 50)
-        n.create_subscription(String, 'vln/move_done',
-                              lambda m: self.done.append(json.loads(m.data)), 10)
-        n.create_subscription(String, 'vln/safety',
-                              lambda m: self.safety.update(json.loads(m.data)), 10)
-        n.create_subscription(PoseArray, 'vln/candidates', self.candidates.append, 5)
-
-    def _on_cmd(self, m) -> None:
-        self.cmd.append((time.monotonic(), m.linear.x, m.linear.y, m.angular.z))
-
-    def _on_odom(self, m) -> None:
-        from ..ros.convert import pose2d_from_odom
-        p = pose2d_from_odom(m)
-        t = m.twist.twist
-        self.odom.append((time.monotonic(), p.x, p.y, p.yaw,
-                          math.hypot(t.linear.x, t.linear.y) + abs(t.angular.z) * 0.1))
-
-    def spin(self, seconds: float, tick: Callable[[], None] | None = None) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.exe.spin_once(timeout_sec=0.005)
-            if tick is not None:
-                tick()
-
-    def spin_until(self, cond: Callable[[], bool], timeout_s: float,
-                   tick: Callable[[], None] | None = None) -> bool:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            self.exe.spin_once(timeout_sec=0.005)
-            if tick is not None:
-                tick()
-            if cond():
-                return True
-        return False
-
-    def first_zero_after(self, t0: float) -> float | None:
-        for t, vx, vy, wz in self.cmd:
-            if t >= t0 and vx == 0.0 and vy == 0.0 and wz == 0.0:
-                return t
-        return None
-
-    def moving_cmd_since(self, t0: float) -> bool:
-        return any(t >= t0 and (vx or wz) for t, vx, _, wz in self.cmd)
-
-    def all_zero_between(self, t0: float, t1: float) -> bool:
-        return all(vx == 0.0 and vy == 0.0 and wz == 0.0
-                   for t, vx, vy, wz in self.cmd if t0 <= t <= t1)
-
-    def still_after(self, t0: float, speed: float = 0.02) -> float | None:
-        for t, *_, v in self.odom:
-            if t >= t0 and v < speed:
-                return t
-        return None
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.ctx)
-
-
-class Feeder:
-    """Publishes what the safety node watches, each input switchable, on a schedule."""
-
-    RATES = {'odom': 50.0, 'camera': 10.0, 'status': 10.0, 'encoder': 10.0, 'scan': 10.0,
-             'request': 50.0}
-
-    def __init__(self, probe: Probe) -> None:
-        from geometry_msgs.msg import Twist
-        from nav_msgs.msg import Odometry
-        from sensor_msgs.msg import Image, LaserScan
-        from std_msgs.msg import Bool, String
-
-        n = probe.node
-        self.probe = probe
-        self.pubs = {'odom': n.create_publisher(Odometry, 'odom', 20),
-                     'camera': n.create_publisher(Image, 'vln/image', 5),
-                     'status': n.create_publisher(String, 'vln/status', 10),
-                     'encoder': n.create_publisher(String, 'vln/encoder/heartbeat', 10),
-                     'scan': n.create_publisher(LaserScan, 'scan', 5),
-                     'request': n.create_publisher(Twist, 'vln/cmd_vel_request', 20)}
-        self.estop_pub = n.create_publisher(Bool, 'vln/estop', 10)
-        self.action_pub = n.create_publisher(String, 'vln/action', 10)
-        from geometry_msgs.msg import PoseStamped
-        self.goal_pub = n.create_publisher(PoseStamped, 'vln/goal', 10)
-        self.on = {k: True for k in self.RATES}
-        self.next = {k: 0.0 for k in self.RATES}
-        self.last = {k: 0.0 for k in self.RATES}
-        self.odom_nan = False
-        self.obstacle_m: float | None = None    # an obstacle straight ahead of the scanner
-        self.request = REQUEST
-        self._types = (Odometry, Image, String, LaserScan, Twist)
-
-    def _msg(self, key: str):
-        Odometry, Image, String, LaserScan, Twist = self._types
-        if key == 'odom':
-            m = Odometry()
-            m.header.frame_id, m.child_frame_id = 'odom', 'base_link'
-            m.pose.pose.orientation.w = 1.0
-            if self.odom_nan:
-                m.pose.pose.position.x = math.nan
-            return m
-        if key == 'camera':
-            m = Image(height=4, width=4, encoding='rgb8', step=12)
-            m.data = bytes(48)
-            return m
-        if key == 'status':
-            return String(data=json.dumps({'state': 'moving'}))
-        if key == 'encoder':
-            return String(data=json.dumps({'episode': '', 'frames': 0}))
-        if key == 'scan':
-            m = LaserScan(angle_min=-math.pi / 2, angle_max=math.pi / 2,
-                          angle_increment=math.pi / 60, range_min=0.05, range_max=20.0)
-            m.ranges = [5.0] * 61
-            if self.obstacle_m is not None:
-                for i in range(28, 33):
-                    m.ranges[i] = float(self.obstacle_m)
-            return m
-        m = Twist()
-        m.linear.x, m.linear.y, m.angular.z = self.request
-        return m
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        for key, rate in self.RATES.items():
-            if self.on[key] and now >= self.next[key]:
-                self.pubs[key].publish(self._msg(key))
-                self.last[key] = now
-                self.next[key] = max(self.next[key] + 1.0 / rate, now)
 
 
 def _safety_spec(log_name: str = 'safety') -> NodeSpec:
@@ -326,8 +160,8 @@ def _estop(probe: Probe, feeder: Feeder) -> FaultResult:
 def _cancel(probe: Probe, feeder: Feeder) -> FaultResult:
     from std_msgs.msg import String
 
-    from ..core.geometry import Pose2D
-    from ..ros.convert import pose_stamped
+    from ...core.geometry import Pose2D
+    from ...ros.convert import pose_stamped
     if not _moving(probe, feeder):
         return FaultResult('cancel', False, detail='not moving before the fault')
     t0 = time.monotonic()
@@ -398,7 +232,7 @@ def run_standalone(faults: tuple[str, ...], *, domain: int, log_dir: Path) -> li
 def run_kill(node: str, *, domain: int, log_dir: Path, checkpoint_dir: str = '') -> FaultResult:
     """Farm lane, agri profile, 2 m moves; SIGKILL ``node`` (decision | memory_encoder) while the
     base drives at speed, then measure the zero twist and the base stopping."""
-    from .graph import sim_graph
+    from ..runner.graph import sim_graph
     name = 'kill_decision' if node == 'decision' else 'kill_encoder'
     overrides: dict = {'waypoint': {'forward_m': 2.0}}
     if node == 'memory_encoder':   # the oracle ignores the encoder: watch it as for janus
@@ -468,10 +302,10 @@ def run_wall(*, domain: int, log_dir: Path, robot: str = 'go2',
     straight to the controller through the wall is stopped by the safety node before contact."""
     from std_msgs.msg import String
 
-    from ..core.geometry import Pose2D
-    from ..core.profiles import load_profile
-    from ..ros.convert import pose_stamped
-    from .graph import sim_graph
+    from ...core.geometry import Pose2D
+    from ...core.profiles import load_profile
+    from ...ros.convert import pose_stamped
+    from ..runner.graph import sim_graph
     prof = load_profile(robot)
     length = float(prof.footprint['length_m'])
     ep = wall_episode(log_dir, clear_ahead_m, length)
@@ -519,53 +353,3 @@ def run_wall(*, domain: int, log_dir: Path, robot: str = 'go2',
                        detail=f'{report.get("result")} after {t_report:.2f} s: '
                               f'{report.get("reason")}; base moved {moved:.3f} m; a goal through '
                               f'the wall stopped {gap:.2f} m short ({blocked.get("result")})')
-
-
-# --- command line -------------------------------------------------------------------------------
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--only', nargs='+', default=[], choices=STANDALONE + GRAPH,
-                   help='run only these faults')
-    p.add_argument('--checkpoint', default='', help='checkpoint folder for kill_encoder (default: '
-                   'a tiny random-weight one made locally)')
-    p.add_argument('--out', default=str(REPO_ROOT / 'outputs' / 'safety_report.json'))
-    p.add_argument('--log-dir', default='', help='node logs (default: a temporary folder)')
-    args = p.parse_args(argv)
-    wanted = tuple(args.only) or STANDALONE + GRAPH
-    domain = 1 + (os.getpid() + 70) % 100
-    logs = Path(args.log_dir or tempfile.mkdtemp(prefix='vln_safety_report_'))
-    results: list[FaultResult] = []
-    standalone = tuple(f for f in STANDALONE if f in wanted)
-    if standalone:
-        results += run_standalone(standalone, domain=domain, log_dir=logs / 'standalone')
-    if 'kill_decision' in wanted:
-        results.append(run_kill('decision', domain=domain, log_dir=logs / 'kill_decision'))
-    if 'kill_encoder' in wanted:
-        ckpt = args.checkpoint
-        if not ckpt:
-            from ..models.tiny_checkpoint import make_tiny_checkpoint
-            ckpt = str(make_tiny_checkpoint(logs / 'tiny-janus', seed=0))
-        results.append(run_kill('memory_encoder', domain=domain, log_dir=logs / 'kill_encoder',
-                                checkpoint_dir=ckpt))
-    if 'wall_refusal' in wanted:
-        results.append(run_wall(domain=domain, log_dir=logs / 'wall_refusal'))
-
-    def ms(v: float | None) -> str:
-        return '-' if v is None else f'{v * 1000:.0f}'
-    print(f'{"fault":15s} {"zero twist ms":>13s} {"past deadline ms":>16s} '
-          f'{"base still ms":>13s}  ok  detail')
-    for r in results:
-        print(f'{r.fault:15s} {ms(r.zero_after_s):>13s} {ms(r.beyond_deadline_s):>16s} '
-              f'{ms(r.still_after_s):>13s}  {"yes" if r.ok else "NO ":3s} {r.detail}')
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({'deadlines_s': DEADLINES, 'logs': str(logs),
-                               'results': [asdict(r) for r in results]}, indent=2))
-    print(f'written {out} (node logs in {logs}); action accuracy per profile: '
-          'python -m vln_stack.tools.action_report')
-    return 0 if all(r.ok for r in results) else 1
-
-
-if __name__ == '__main__':
-    sys.exit(main())

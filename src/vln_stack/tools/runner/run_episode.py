@@ -4,8 +4,8 @@ Starts every node as its own process on an isolated ROS domain, gives the instru
 (on vln/instruction, as a user would), prints per-step progress, and ends with NE, SR, OSR, SPL,
 nDTW, steps and wall time, a top-down trajectory plot and a strip of camera frames.
 
-    python -m vln_stack.tools.run_episode                     # embedded default (oracle policy)
-    python -m vln_stack.tools.run_episode --policy janus --checkpoint models/tiny-janus
+    python -m vln_stack.tools.runner.run_episode              # embedded default (oracle policy)
+    python -m vln_stack.tools.runner.run_episode --policy janus --checkpoint models/tiny-janus
 """
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
-from ..core.episodes import Episode, find_episode
-from ..core.metrics import EpisodeMetrics, episode_metrics
+from ...core.episodes import Episode, find_episode
+from ...core.metrics import EpisodeMetrics, episode_metrics
+from ...core.paths import REPO_ROOT, config_dir
+from ..eval.plots import frame_strip, trajectory_plot
 from .graph import sim_graph
-from .plots import frame_strip, trajectory_plot
-from .procs import REPO_ROOT, ProcessGroup, config_dir, ros_env
+from .procs import ProcessGroup, ros_env
 
 DEFAULT_EPISODE_FILE = 'episodes/indoor.yaml'
 DEFAULT_EPISODE_ID = 'indoor_green_plant'
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--timeout-s', type=float, default=600.0, help='wall-clock bound')
     p.add_argument('--domain-id', type=int, default=-1, help='ROS_DOMAIN_ID (-1: from the PID)')
     p.add_argument('--record', default='', metavar='BAG_DIR',
-                   help='record the run (sim time) into an MCAP rosbag2 (see tools.bag_record)')
+                   help='record the run (sim time) into an MCAP rosbag2 (see tools.bags.record)')
     p.add_argument('--record-image-rate', type=float, default=2.0, metavar='HZ',
                    help='with --record: camera frames per second kept (0 = all); the frames '
                         'decisions are taken on are always kept')
@@ -87,7 +88,7 @@ class EpisodeMonitor:
         self.status_count += 1
 
     def _on_odom(self, msg) -> None:
-        from ..ros.convert import pose2d_from_odom
+        from ...ros.convert import pose2d_from_odom
         self.pose = pose2d_from_odom(msg)
         if not self.path or math.dist(self.path[-1], (self.pose.x, self.pose.y)) > 0.02:
             self.path.append((self.pose.x, self.pose.y))
@@ -150,8 +151,6 @@ def run_one(episode_file: Path, episode: Episode, *, policy: str = 'oracle', rob
     TimeoutError when the graph cannot run it (a node died, nothing came up)."""
     import rclpy
 
-    from ..ros.images import image_msg_to_rgb
-
     def say(text: str) -> None:
         if verbose:
             print(text, flush=True)
@@ -168,12 +167,10 @@ def run_one(episode_file: Path, episode: Episode, *, policy: str = 'oracle', rob
     group = ProcessGroup(env, log_dir=out / 'logs')
     rclpy.init()
     mon = EpisodeMonitor()
-    frames: list = []
-    decision_ms: list[float] = []
     recorder = None
     try:
-        if record:  # the whole run, on sim time, into an MCAP rosbag2 (tools.bag_record)
-            from .bag_record import BagRecorder
+        if record:  # the whole run, on sim time, into an MCAP rosbag2 (tools.bags.record)
+            from ..bags.record import BagRecorder
             recorder = BagRecorder(record, use_sim_time=True, max_image_rate_hz=record_image_rate,
                                    custom_data={'episode_file': str(episode_file),
                                                 'episode_id': episode.episode_id, 'robot': robot,
@@ -183,69 +180,101 @@ def run_one(episode_file: Path, episode: Episode, *, policy: str = 'oracle', rob
             group.start(spec)
         say(f'started {len(specs)} nodes on ROS_DOMAIN_ID={domain}: '
             f'{", ".join(s.name for s in specs)} (logs in {out / "logs"})')
-        deadline = time.monotonic() + 120.0
-        while not (mon.status_count and mon.status.get('loaded', True)
-                   and mon.pose is not None and mon.frame is not None):
-            mon.spin(0.2)
-            if mon.status.get('error') and not mon.status.get('loaded', True):
-                raise RuntimeError(_with_logs(f'the decision node could not load its policy: '
-                                              f'{mon.status["error"]}', group, out))
-            dead = group.dead()
-            if dead or time.monotonic() > deadline:
-                raise RuntimeError(_with_logs(f'graph did not come up (exited: {dead or "none"})',
-                                              group, out))
+        _wait_graph_up(mon, group, out)
         mon.spin(1.0)
         mon.pub.publish(mon.String(data=instruction))
         say(f'instruction sent after {time.monotonic() - t_wall0:.1f} s of start-up')
-        t_ep = time.monotonic()
-        last_step, started, st = -1, False, {}
-        traj_steps: list[tuple[float, float]] = [(episode.start.x, episode.start.y)]
-        while True:
-            mon.spin(0.05)
-            st = mon.status
-            if st.get('episode', 0) >= 1 and st.get('state') not in ('idle', None):
-                started = True
-            if started and st.get('step', -1) != last_step:
-                last_step = st['step']
-                p = mon.pose
-                traj_steps.append((p.x, p.y))
-                if last_step > 0:
-                    decision_ms.append(float(st.get('decision_ms', 0.0)))
-                say(f'  step {last_step:3d}  {st.get("last_executed", "") or "(start)":12s} '
-                    f'pose ({p.x:6.2f}, {p.y:6.2f}, {math.degrees(p.yaw):6.1f} deg)  to goal '
-                    f'{math.dist((p.x, p.y), episode.goal):5.2f} m  '
-                    f'[{time.monotonic() - t_ep:5.1f} s]')
-                if mon.frame is not None:
-                    frames.append((f'step {last_step}', image_msg_to_rgb(mon.frame)))
-            if started and st.get('state') in ('stopped', 'failed', 'canceled'):
-                break
-            dead = group.dead()
-            if dead:
-                raise RuntimeError(_with_logs(f'node(s) exited during the episode: {dead}',
-                                              group, out))
-            if time.monotonic() - t_wall0 > timeout_s:
-                raise TimeoutError(f'episode not finished within {timeout_s} s')
-        mon.spin(0.5)  # let the last odometry settle
-        p = mon.pose
-        traj_steps.append((p.x, p.y))
-        if mon.frame is not None:
-            frames.append(('end', image_msg_to_rgb(mon.frame)))
+        trace = _follow_episode(mon, group, out, episode, say,
+                                deadline=t_wall0 + timeout_s, timeout_s=timeout_s)
         radius = success_radius_m if success_radius_m is not None else episode.success_radius_m
-        m = episode_metrics(traj_steps, episode.reference_path, episode.goal, radius,
-                            steps=int(st.get('step', 0)))
-        plot = trajectory_plot(out / 'trajectory.png', episode, mon.path,
-                               title=f'{episode.episode_id} ({policy}): SR {m.success:.0f}, '
-                                     f'NE {m.ne_m:.2f} m, SPL {m.spl:.2f}')
-        strip = frame_strip(out / 'frames.png', frames)
-        return EpisodeRun(episode.episode_id, policy, robot, str(st.get('state')),
-                          str(st.get('reason', '')), m, time.monotonic() - t_wall0,
-                          decision_ms, list(mon.path), plot, strip)
+        return _episode_run(trace, mon, episode, policy, robot, radius, out, t_wall0)
     finally:
         if recorder is not None:
             say(f'recorded {recorder.stop().summary()}')
         group.stop_all()
         mon.node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _wait_graph_up(mon: EpisodeMonitor, group: ProcessGroup, out: Path) -> None:
+    """Until the decision node has loaded its policy and odometry and frames arrive."""
+    deadline = time.monotonic() + 120.0
+    while not (mon.status_count and mon.status.get('loaded', True)
+               and mon.pose is not None and mon.frame is not None):
+        mon.spin(0.2)
+        if mon.status.get('error') and not mon.status.get('loaded', True):
+            raise RuntimeError(_with_logs(f'the decision node could not load its policy: '
+                                          f'{mon.status["error"]}', group, out))
+        dead = group.dead()
+        if dead or time.monotonic() > deadline:
+            raise RuntimeError(_with_logs(f'graph did not come up (exited: {dead or "none"})',
+                                          group, out))
+
+
+@dataclass
+class _Trace:
+    """What the runner saw of one episode: the pose at every step, the decision times, frames
+    and the final status."""
+    steps: list[tuple[float, float]]
+    decision_ms: list[float] = field(default_factory=list)
+    frames: list = field(default_factory=list)
+    status: dict = field(default_factory=dict)
+
+
+def _follow_episode(mon: EpisodeMonitor, group: ProcessGroup, out: Path, episode: Episode,
+                    say: Callable[[str], None], *, deadline: float, timeout_s: float) -> _Trace:
+    """Print every step until the episode is over; the last pose and frame come after it."""
+    from ...ros.images import image_msg_to_rgb
+
+    t_ep = time.monotonic()
+    last_step, started = -1, False
+    trace = _Trace([(episode.start.x, episode.start.y)])
+    while True:
+        mon.spin(0.05)
+        st = trace.status = mon.status
+        if st.get('episode', 0) >= 1 and st.get('state') not in ('idle', None):
+            started = True
+        if started and st.get('step', -1) != last_step:
+            last_step = st['step']
+            p = mon.pose
+            trace.steps.append((p.x, p.y))
+            if last_step > 0:
+                trace.decision_ms.append(float(st.get('decision_ms', 0.0)))
+            say(f'  step {last_step:3d}  {st.get("last_executed", "") or "(start)":12s} '
+                f'pose ({p.x:6.2f}, {p.y:6.2f}, {math.degrees(p.yaw):6.1f} deg)  to goal '
+                f'{math.dist((p.x, p.y), episode.goal):5.2f} m  '
+                f'[{time.monotonic() - t_ep:5.1f} s]')
+            if mon.frame is not None:
+                trace.frames.append((f'step {last_step}', image_msg_to_rgb(mon.frame)))
+        if started and st.get('state') in ('stopped', 'failed', 'canceled'):
+            break
+        dead = group.dead()
+        if dead:
+            raise RuntimeError(_with_logs(f'node(s) exited during the episode: {dead}',
+                                          group, out))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'episode not finished within {timeout_s} s')
+    mon.spin(0.5)  # let the last odometry settle
+    p = mon.pose
+    trace.steps.append((p.x, p.y))
+    if mon.frame is not None:
+        trace.frames.append(('end', image_msg_to_rgb(mon.frame)))
+    return trace
+
+
+def _episode_run(trace: _Trace, mon: EpisodeMonitor, episode: Episode, policy: str, robot: str,
+                 radius: float, out: Path, t_wall0: float) -> EpisodeRun:
+    """Metrics, trajectory plot and frame strip of a finished episode."""
+    st = trace.status
+    m = episode_metrics(trace.steps, episode.reference_path, episode.goal, radius,
+                        steps=int(st.get('step', 0)))
+    plot = trajectory_plot(out / 'trajectory.png', episode, mon.path,
+                           title=f'{episode.episode_id} ({policy}): SR {m.success:.0f}, '
+                                 f'NE {m.ne_m:.2f} m, SPL {m.spl:.2f}')
+    strip = frame_strip(out / 'frames.png', trace.frames)
+    return EpisodeRun(episode.episode_id, policy, robot, str(st.get('state')),
+                      str(st.get('reason', '')), m, time.monotonic() - t_wall0, trace.decision_ms,
+                      list(mon.path), plot, strip)
 
 
 def _with_logs(message: str, group: ProcessGroup, out: Path) -> str:

@@ -21,9 +21,9 @@ budget (the worst case). Retries are off so each step is one answer.
 
 Examples::
 
-    python -m vln_stack.tools.decision_benchmark                       # tiny checkpoint, CPU
-    python -m vln_stack.tools.decision_benchmark --checkpoint models/janusvln --device cuda \\
-        --dtype bfloat16                                               # real size, GPU
+    python -m vln_stack.tools.bench.decision                 # tiny checkpoint, CPU
+    python -m vln_stack.tools.bench.decision --checkpoint models/janusvln --device cuda \\
+        --dtype bfloat16                                         # real size, GPU
 """
 from __future__ import annotations
 
@@ -63,9 +63,9 @@ def _sync(device: str) -> None:
 def run_mode(policy, mode: str, steps: int, grid: tuple[int, int], device: str,
              progress: bool = True) -> dict:
     """One episode of ``steps`` decisions; per-step latency (ms) and kept-state bytes."""
-    from ..models.dual_encoder import FusedFrame
-    from ..models.llm_memory import StreamingJanusPolicy
-    from ..models.llm_policy import sample_history
+    from ...models.dual_encoder import FusedFrame
+    from ...models.llm_memory import StreamingJanusPolicy
+    from ...models.llm_policy import sample_history
 
     width = policy.model.get_input_embeddings().weight.shape[1]
     dtype = policy.model.get_input_embeddings().weight.dtype
@@ -118,7 +118,7 @@ def summarize(raw: dict, steps: int, span: int = 5) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--checkpoint', default='models/tiny-janus',
                     help='local JanusVLN checkpoint folder (default: the tiny one)')
@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
                     '(default: a 4:3 frame at the checkpoint input width; real size 17x23)')
     ap.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
     ap.add_argument('--out', default='outputs/decision_benchmark.json')
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(',') if m.strip()]
     bad = [m for m in modes if m not in MODES]
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dtype is None:
         args.dtype = 'bfloat16' if torch.device(args.device).type == 'cuda' else 'float32'
 
-    from ..models.llm_policy import JanusPolicy
+    from ...models.llm_policy import JanusPolicy
     folder = Path(args.checkpoint)
     if not folder.is_dir():
         print(f'error: checkpoint folder {folder} not found (make the tiny one with '
@@ -162,27 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             raw = run_mode(policy, mode, args.steps, grid, args.device)
             results[mode] = {'summary': summarize(raw, args.steps), 'raw': raw}
 
-    marks = [m for m in MARKS if m <= args.steps]
-    print('\nper-step latency p50 / p95 (ms) and state kept between steps (MiB)')
-    print('step   ' + ''.join(f'| {m:>22s} ' for m in modes))
-    for m in marks:
-        row = f'{m:5d}  '
-        for mode in modes:
-            s = results[mode]['summary'][m]
-            row += f'| {s["p50_ms"]:6.1f} /{s["p95_ms"]:6.1f} {s["kept_mib"]:7.2f} '
-        print(row)
-    verdict = {}
-    if 50 in marks and args.steps >= 50:
-        last = marks[-1]
-        print()
-        for mode in modes:
-            s = results[mode]['summary']
-            ratio = s[last]['p50_ms'] / s[50]['p50_ms']
-            verdict[mode] = ratio
-            target = ' (target <= 1.5: ' + ('PASS' if ratio <= 1.5 else 'FAIL') + ')' \
-                if mode == 'streaming' else ''
-            print(f'{mode:9s}: step {last} / step 50 latency = {ratio:.2f}x; state '
-                  f'{s[50]["kept_mib"]:.2f} -> {s[last]["kept_mib"]:.2f} MiB{target}')
+    verdict = _print_table(results, modes, args.steps)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
@@ -195,6 +180,32 @@ def main(argv: list[str] | None = None) -> int:
                   for m, r in results.items()}}, indent=1))
     print(f'\nwrote {out}')
     return 0
+
+
+def _print_table(results: dict, modes: list[str], steps: int) -> dict[str, float]:
+    """Latency and kept state per mode at the marks; {mode: p50 at the last mark / at step 50}."""
+    marks = [m for m in MARKS if m <= steps]
+    print('\nper-step latency p50 / p95 (ms) and state kept between steps (MiB)')
+    print('step   ' + ''.join(f'| {m:>22s} ' for m in modes))
+    for m in marks:
+        row = f'{m:5d}  '
+        for mode in modes:
+            s = results[mode]['summary'][m]
+            row += f'| {s["p50_ms"]:6.1f} /{s["p95_ms"]:6.1f} {s["kept_mib"]:7.2f} '
+        print(row)
+    verdict = {}
+    if 50 in marks and steps >= 50:
+        last = marks[-1]
+        print()
+        for mode in modes:
+            s = results[mode]['summary']
+            ratio = s[last]['p50_ms'] / s[50]['p50_ms']
+            verdict[mode] = ratio
+            target = ' (target <= 1.5: ' + ('PASS' if ratio <= 1.5 else 'FAIL') + ')' \
+                if mode == 'streaming' else ''
+            print(f'{mode:9s}: step {last} / step 50 latency = {ratio:.2f}x; state '
+                  f'{s[50]["kept_mib"]:.2f} -> {s[last]["kept_mib"]:.2f} MiB{target}')
+    return verdict
 
 
 if __name__ == '__main__':

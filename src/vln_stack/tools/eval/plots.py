@@ -8,8 +8,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..core.episodes import Episode
-from ..sim.worlds import get_world
+from ...core.episodes import Episode
+from ...sim.worlds import get_world
 
 
 def trajectory_plot(path: Path, episode: Episode, trajectory: Sequence[tuple[float, float]],

@@ -14,16 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def config_dir() -> Path:
-    """The config/ folder: the repository's, else the installed share/vln_stack/config."""
-    candidates = [REPO_ROOT / 'config', Path(sys.prefix) / 'share' / 'vln_stack' / 'config']
-    for cand in candidates:
-        if (cand / 'params.yaml').is_file():
-            return cand
-    raise FileNotFoundError(f'config folder with params.yaml not found in {candidates}')
+from ...core.paths import REPO_ROOT
 
 
 def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.profiles import load_profile
-from .procs import NodeSpec, config_dir
+from ...core.paths import config_dir
+from ...core.profiles import load_profile
+from .procs import NodeSpec
 
 NODES = {
     'sim_bridge': 'vln_stack.nodes.sim_bridge_node',

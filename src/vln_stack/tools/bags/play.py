@@ -4,7 +4,7 @@ Every selected topic's raw CDR bytes go straight into an rclpy publisher of the 
 (``sensor_msgs/msg/CompressedImage`` -> ``sensor_msgs.msg.CompressedImage``), so nothing is
 deserialised. Timing follows the bag's log times scaled by ``--rate``.
 
-    python -m vln_stack.tools.bag_play BAG_DIR [--rate 2.0] [--topics /a /b]
+    python -m vln_stack.tools.bags.play BAG_DIR [--rate 2.0] [--topics /a /b]
         [--remap /a:=/camera/image_raw/compressed ...] [--loop] [--start-offset 10.0]
         [--clock [HZ]] [--duration 30.0] [--wait-subscribers 5.0] [--qos-depth 10]
         [--progress-period 1.0] [--ros-args ...]
@@ -171,7 +171,7 @@ def play(passes: Callable[[], Iterator[BagMessage]], *, start_ns: int, rate: flo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='python -m vln_stack.tools.bag_play',
+    ap = argparse.ArgumentParser(prog='python -m vln_stack.tools.bags.play',
                                  description='Play a rosbag2 (MCAP/sqlite3) into ROS 2 topics.')
     ap.add_argument('bag', type=Path, help='rosbag2 folder (with metadata.yaml)')
     ap.add_argument('--rate', type=float, default=1.0, help='playback speed factor (> 0)')
@@ -211,7 +211,7 @@ def _log(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .procs import split_ros_args
+    from ..runner.procs import split_ros_args
     argv, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     if not args.rate > 0:
@@ -251,23 +251,7 @@ def _run(args: argparse.Namespace, reader: Any, node: Any, by_topic: dict[str, l
          topics: list[str], remaps: dict[str, str]) -> int:
     import rclpy  # noqa: PLC0415
 
-    pubs: dict[str, Any] = {}
-    conns = []
-    for topic in topics:
-        conn = by_topic[topic][0]
-        if conn.ext.serialization_format != 'cdr':
-            _log(f'skip {topic}: serialization {conn.ext.serialization_format!r} is not cdr')
-            continue
-        try:
-            msg_cls = resolve_msg_type(conn.msgtype)
-        except ImportError as exc:
-            _log(f'skip {topic}: type {conn.msgtype} not available ({exc})')
-            continue
-        out = remaps.get(topic, topic)
-        pubs[topic] = node.create_publisher(msg_cls, out, _qos_for(conn, args.qos_depth))
-        conns.extend(by_topic[topic])
-        _log(f'{topic} [{conn.msgtype}, {sum(c.msgcount for c in by_topic[topic])} msgs]'
-             + (f' -> {out}' if out != topic else ''))
+    pubs, conns = _make_publishers(node, by_topic, topics, remaps, args.qos_depth)
     if not pubs:
         _log('nothing to play')
         return 1
@@ -278,16 +262,7 @@ def _run(args: argparse.Namespace, reader: Any, node: Any, by_topic: dict[str, l
         clock_pub = node.create_publisher(Clock, '/clock', 10)
 
     if args.wait_subscribers > 0:
-        limit = time.monotonic() + args.wait_subscribers
-        while rclpy.ok() and time.monotonic() < limit:
-            if all(p.get_subscription_count() > 0 for p in pubs.values()):
-                break
-            time.sleep(0.05)
-        lacking = [p.topic_name for p in pubs.values() if p.get_subscription_count() == 0]
-        if lacking:
-            _log(f'no subscriber after {args.wait_subscribers:g} s on {lacking}; playing anyway')
-        else:
-            time.sleep(1.0)  # the subscribers' side of the match may lag the publishers' (loaded CI)
+        _wait_subscribers(pubs, args.wait_subscribers)
 
     start_ns = reader.start_time + int(round(args.start_offset * 1e9))
     end_ns = reader.end_time
@@ -325,6 +300,45 @@ def _run(args: argparse.Namespace, reader: Any, node: Any, by_topic: dict[str, l
     _log(f'done ({stats.stopped_by}): {stats.published} msgs in {time.monotonic() - t0:.2f} s, '
          f'{stats.passes} pass(es), max lag {stats.max_lag_s * 1e3:.1f} ms; {per_topic}')
     return 0
+
+
+def _make_publishers(node: Any, by_topic: dict[str, list[Any]], topics: list[str],
+                     remaps: dict[str, str], qos_depth: int) -> tuple[dict[str, Any], list[Any]]:
+    """({recorded topic: publisher}, connections to read) for the topics that can be played."""
+    pubs: dict[str, Any] = {}
+    conns = []
+    for topic in topics:
+        conn = by_topic[topic][0]
+        if conn.ext.serialization_format != 'cdr':
+            _log(f'skip {topic}: serialization {conn.ext.serialization_format!r} is not cdr')
+            continue
+        try:
+            msg_cls = resolve_msg_type(conn.msgtype)
+        except ImportError as exc:
+            _log(f'skip {topic}: type {conn.msgtype} not available ({exc})')
+            continue
+        out = remaps.get(topic, topic)
+        pubs[topic] = node.create_publisher(msg_cls, out, _qos_for(conn, qos_depth))
+        conns.extend(by_topic[topic])
+        _log(f'{topic} [{conn.msgtype}, {sum(c.msgcount for c in by_topic[topic])} msgs]'
+             + (f' -> {out}' if out != topic else ''))
+    return pubs, conns
+
+
+def _wait_subscribers(pubs: dict[str, Any], wait_s: float) -> None:
+    """Up to ``wait_s`` for a subscriber on every publisher (then play anyway)."""
+    import rclpy  # noqa: PLC0415
+
+    limit = time.monotonic() + wait_s
+    while rclpy.ok() and time.monotonic() < limit:
+        if all(p.get_subscription_count() > 0 for p in pubs.values()):
+            break
+        time.sleep(0.05)
+    lacking = [p.topic_name for p in pubs.values() if p.get_subscription_count() == 0]
+    if lacking:
+        _log(f'no subscriber after {wait_s:g} s on {lacking}; playing anyway')
+    else:
+        time.sleep(1.0)  # the subscribers' side of the match may lag the publishers' (loaded CI)
 
 
 if __name__ == '__main__':

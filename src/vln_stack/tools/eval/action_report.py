@@ -3,8 +3,8 @@
 Starts the simulator bridge, the waypoint node and the velocity controller as processes, sends
 discrete actions on vln/action, and measures from odometry what each one actually did.
 
-    python -m vln_stack.tools.action_report                   # all profiles
-    python -m vln_stack.tools.action_report --robots go2 --turn-deg 15
+    python -m vln_stack.tools.eval.action_report                   # all profiles
+    python -m vln_stack.tools.eval.action_report --robots go2 --turn-deg 15
 """
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-from ..core.geometry import wrap_angle
-from .graph import sim_graph
-from .procs import ProcessGroup, config_dir, ros_env
+from ...core.geometry import wrap_angle
+from ...core.paths import config_dir
+from ..runner.graph import sim_graph
+from ..runner.procs import ProcessGroup, ros_env
 
 SEQUENCE = ['MOVE_FORWARD'] * 4 + ['TURN_LEFT'] * 3 + ['TURN_RIGHT'] * 4 + ['TURN_LEFT']
 
@@ -45,7 +47,7 @@ def measure_profile(robot: str, *, forward_m: float, turn_deg: float, domain: in
     from rclpy.node import Node
     from std_msgs.msg import String
 
-    from ..ros.convert import pose2d_from_odom
+    from ...ros.convert import pose2d_from_odom
 
     ep_file = config_dir() / 'episodes' / 'calibration.yaml'
     specs = sim_graph(episode_file=ep_file, robot=robot, real_time_factor=rtf,
@@ -85,24 +87,31 @@ def measure_profile(robot: str, *, forward_m: float, turn_deg: float, domain: in
             raise RuntimeError(f'{robot}: no odometry from the simulator (logs: {log_dir})')
         spin(2.0)  # the velocity controller's odometry, too
         for action in sequence or SEQUENCE:
-            before = state['pose']
-            state['done'] = None
-            t0 = time.monotonic()
-            pub.publish(String(data=action))
-            while state['done'] is None and time.monotonic() - t0 < 30:
-                spin(0.02)
-            spin(settle_s / max(rtf, 0.1))  # settle, then read the pose
-            after = state['pose']
-            c, s = math.cos(before.yaw), math.sin(before.yaw)
-            dx, dy = after.x - before.x, after.y - before.y
-            out.append(Realised(action, c * dx + s * dy, -s * dx + c * dy,
-                                math.degrees(wrap_angle(after.yaw - before.yaw)),
-                                time.monotonic() - t0,
-                                (state['done'] or {}).get('result', 'no report')))
+            out.append(_realise(action, state, pub, spin, settle_s / max(rtf, 0.1)))
     node.destroy_node()
     rclpy.try_shutdown()
     return out
 
+
+
+def _realise(action: str, state: dict, pub: Any, spin: Callable[[float], None],
+             settle_wall_s: float) -> Realised:
+    """Send ``action``; its motion in the frame of the pose before it, read once settled."""
+    from std_msgs.msg import String
+
+    before = state['pose']
+    state['done'] = None
+    t0 = time.monotonic()
+    pub.publish(String(data=action))
+    while state['done'] is None and time.monotonic() - t0 < 30:
+        spin(0.02)
+    spin(settle_wall_s)  # settle, then read the pose
+    after = state['pose']
+    c, s = math.cos(before.yaw), math.sin(before.yaw)
+    dx, dy = after.x - before.x, after.y - before.y
+    return Realised(action, c * dx + s * dy, -s * dx + c * dy,
+                    math.degrees(wrap_angle(after.yaw - before.yaw)), time.monotonic() - t0,
+                    (state['done'] or {}).get('result', 'no report'))
 
 def summarise(rows: list[Realised], forward_m: float, turn_deg: float) -> dict[str, dict]:
     summary = {}

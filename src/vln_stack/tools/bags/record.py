@@ -4,7 +4,7 @@ Every topic is subscribed *raw*: the CDR bytes that arrive go into the bag uncha
 is deserialised on the way. The log time of a message is its receive time on the recorder node's
 clock; with ``--use-sim-time`` that is the simulator's /clock, so a replay keeps sim timing.
 
-    python -m vln_stack.tools.bag_record OUT_DIR [--topics camera/image_raw odom ...]
+    python -m vln_stack.tools.bags.record OUT_DIR [--topics camera/image_raw odom ...]
         [--duration S] [--use-sim-time] [--max-image-rate HZ] [--keep-after-event N]
         [--no-compress] [--ros-args ...]
 
@@ -29,7 +29,6 @@ Limits: a recorder killed with SIGKILL leaves an MCAP without its summary and no
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import threading
 import time
@@ -37,56 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .types import IMAGE_TYPES, known_type, msg_class, typestore
+
 DEFAULT_TOPICS = (
     'camera/image_raw', 'camera/camera_info', 'odom', 'cmd_vel', 'vln/instruction',
     'vln/action', 'vln/status', 'vln/move_done', 'vln/goal', 'vln/fused_tokens/info',
     'diagnostics',
 )
-# Types of the stack's topics (relative names, matched on the name's tail).
-KNOWN_TYPES = {
-    'camera/image_raw': 'sensor_msgs/msg/Image',
-    'camera/image_raw/compressed': 'sensor_msgs/msg/CompressedImage',
-    'camera/camera_info': 'sensor_msgs/msg/CameraInfo',
-    'vln/image': 'sensor_msgs/msg/Image',
-    'vln/image/compressed': 'sensor_msgs/msg/CompressedImage',
-    'vln/camera_info': 'sensor_msgs/msg/CameraInfo',
-    'vln/fused_tokens': 'sensor_msgs/msg/Image',
-    'vln/fused_tokens/info': 'std_msgs/msg/String',
-    'odom': 'nav_msgs/msg/Odometry',
-    'cmd_vel': 'geometry_msgs/msg/Twist',
-    'vln/instruction': 'std_msgs/msg/String',
-    'instruction': 'std_msgs/msg/String',
-    'vln/action': 'std_msgs/msg/String',
-    'vln/status': 'std_msgs/msg/String',
-    'vln/move_done': 'std_msgs/msg/String',
-    'vln/goal': 'geometry_msgs/msg/PoseStamped',
-    'vln/episode_reset': 'std_msgs/msg/Empty',
-    'diagnostics': 'diagnostic_msgs/msg/DiagnosticArray',
-    'clock': 'rosgraph_msgs/msg/Clock',
-}
-IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 # Sensor streams are subscribed best-effort (that matches reliable and best-effort publishers);
 # the rest reliable, unless a publisher already in the graph offers only best-effort.
 SENSOR_TYPES = IMAGE_TYPES + ('sensor_msgs/msg/CameraInfo', 'nav_msgs/msg/Odometry',
                               'rosgraph_msgs/msg/Clock')
 EVENT_TOPICS = ('vln/instruction', 'vln/move_done')
-
-
-def known_type(topic: str) -> str | None:
-    """The stack's type for ``topic`` ('/ns/odom' -> nav_msgs/msg/Odometry), else None."""
-    name = topic.strip('/')
-    best = None
-    for key, typ in KNOWN_TYPES.items():
-        if name == key or name.endswith('/' + key):
-            if best is None or len(key) > len(best[0]):
-                best = (key, typ)
-    return best[1] if best else None
-
-
-def msg_class(type_name: str) -> type:
-    """'pkg/msg/Name' -> the generated Python class (ImportError if not installed)."""
-    pkg, kind, name = type_name.split('/')
-    return getattr(importlib.import_module(f'{pkg}.{kind}'), name)
 
 
 class ImageThinner:
@@ -150,7 +111,7 @@ class RecordStats:
 class BagRecorder:
     """Raw-CDR topic recorder writing an MCAP rosbag2 (metadata v9) with rosbags.
 
-    topics: relative or absolute names; types from :data:`KNOWN_TYPES`, else from discovery.
+    topics: relative or absolute names; types from :data:`.types.KNOWN_TYPES`, else from discovery.
     use_sim_time: log times on /clock (messages before the first /clock are dropped).
     max_image_rate_hz / keep_after_event: image thinning, see :class:`ImageThinner`.
     listeners: ``f(topic, log_time_ns, raw_cdr)`` called for every written message (in the
@@ -315,7 +276,7 @@ class BagRecorder:
         except (ImportError, AttributeError, ValueError) as exc:
             self.node.get_logger().error(f'not recording {name}: type {typ} unavailable ({exc})')
             return
-        store = _typestore()
+        store = typestore()
         if typ not in store.fielddefs:
             self.node.get_logger().error(f'not recording {name}: type {typ} is not in the '
                                          'rosbags ros2_kilted typestore (no definition to store)')
@@ -365,20 +326,8 @@ class BagRecorder:
             time.sleep(0.05)
 
 
-_TYPESTORE: Any = None
-
-
-def _typestore() -> Any:
-    """The rosbags typestore of ROS 2 kilted (message definitions and RIHS01 hashes)."""
-    global _TYPESTORE  # noqa: PLW0603 - built once, it is immutable in use
-    if _TYPESTORE is None:
-        from rosbags.typesys import Stores, get_typestore  # noqa: PLC0415
-        _TYPESTORE = get_typestore(Stores.ROS2_KILTED)
-    return _TYPESTORE
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='python -m vln_stack.tools.bag_record',
+    ap = argparse.ArgumentParser(prog='python -m vln_stack.tools.bags.record',
                                  description='Record ROS 2 topics into an MCAP rosbag2 (v9).')
     ap.add_argument('out', type=Path, help='output bag folder (must not exist)')
     ap.add_argument('--topics', nargs='+', default=list(DEFAULT_TOPICS), metavar='TOPIC',
@@ -398,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .procs import split_ros_args
+    from ..runner.procs import split_ros_args
     argv, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     if args.out.exists():
