@@ -1,5 +1,6 @@
-"""Layers of the VGGT aggregator (:mod:`vln_stack.models.vggt`): 2D RoPE, LayerScale, Mlp,
-attention (with the cached streaming path), the pre-norm block and the DINOv2 patch embedding.
+"""Config and layers of the VGGT aggregator (:mod:`vln_stack.models.vggt`): `VGGTConfig`, 2D RoPE,
+LayerScale, Mlp, attention (with the cached streaming path), the pre-norm block and the DINOv2
+patch embedding.
 
 Module and parameter names match the released state dict (see :mod:`vln_stack.models.vggt`).
 Shapes: B batch, N tokens, C channels, P tokens per frame, h x w patch grid.
