@@ -100,6 +100,51 @@ def resolve_msg_type(type_name: str) -> type:
         raise ImportError(f'{pkg}.{kind} has no {name}') from None
 
 
+class _Pacer:
+    """The timing state of one `play` call: the deadline, the /clock and progress schedules."""
+
+    def __init__(self, stats: PlaybackStats, *, now: Callable[[], float],
+                 sleep: Callable[[float], None], ok: Callable[[], bool], max_duration_s: float,
+                 publish_clock: Callable[[int], None] | None, clock_period_s: float,
+                 progress: Callable[[PlaybackStats, int], None] | None,
+                 progress_period_s: float, max_sleep_s: float) -> None:
+        self.stats, self.now, self.sleep, self.ok = stats, now, sleep, ok
+        self.publish_clock, self.clock_period_s = publish_clock, clock_period_s
+        self.progress, self.progress_period_s = progress, progress_period_s
+        self.max_sleep_s = max_sleep_s
+        t_begin = now()
+        self.deadline = t_begin + max_duration_s if max_duration_s > 0 else float('inf')
+        self.next_clock = t_begin
+        self.next_progress = t_begin + progress_period_s
+
+    def tick(self, clock: PlaybackClock) -> None:
+        t = self.now()
+        if self.publish_clock is not None and t >= self.next_clock:
+            self.publish_clock(clock.bag_now_ns(t))
+            self.stats.clock_msgs += 1
+            self.next_clock = max(self.next_clock + self.clock_period_s, t)
+        if self.progress is not None and t >= self.next_progress:
+            self.progress(self.stats, clock.bag_now_ns(t))
+            self.next_progress = max(self.next_progress + self.progress_period_s, t)
+
+    def wait_until(self, clock: PlaybackClock, due: float) -> bool:
+        """Sleep (publishing /clock) until ``due``; False when stopped or out of time."""
+        while True:
+            self.tick(clock)
+            t = self.now()
+            if not self.ok():
+                self.stats.stopped_by = 'shutdown'
+                return False
+            if t >= self.deadline:
+                self.stats.stopped_by = 'duration'
+                return False
+            if t >= due:
+                return True
+            step = min(due, self.deadline,
+                       self.next_clock if self.publish_clock else due) - t
+            self.sleep(max(0.0, min(step, self.max_sleep_s)))
+
+
 def play(passes: Callable[[], Iterator[BagMessage]], *, start_ns: int, rate: float,
          publish: Callable[[str, bytes], None], now: Callable[[], float],
          sleep: Callable[[float], None], loop: bool = False, max_duration_s: float = 0.0,
@@ -116,44 +161,16 @@ def play(passes: Callable[[], Iterator[BagMessage]], *, start_ns: int, rate: flo
     progress: called with (stats, current bag time ns) every ``progress_period_s``.
     """
     stats = PlaybackStats()
-    t_begin = now()
-    deadline = t_begin + max_duration_s if max_duration_s > 0 else float('inf')
-    next_clock = t_begin
-    next_progress = t_begin + progress_period_s
-
-    def tick(clock: PlaybackClock) -> None:
-        nonlocal next_clock, next_progress
-        t = now()
-        if publish_clock is not None and t >= next_clock:
-            publish_clock(clock.bag_now_ns(t))
-            stats.clock_msgs += 1
-            next_clock = max(next_clock + clock_period_s, t)
-        if progress is not None and t >= next_progress:
-            progress(stats, clock.bag_now_ns(t))
-            next_progress = max(next_progress + progress_period_s, t)
-
-    def wait_until(clock: PlaybackClock, due: float) -> bool:
-        """Sleep (publishing /clock) until ``due``; False when stopped or out of time."""
-        while True:
-            tick(clock)
-            t = now()
-            if not ok():
-                stats.stopped_by = 'shutdown'
-                return False
-            if t >= deadline:
-                stats.stopped_by = 'duration'
-                return False
-            if t >= due:
-                return True
-            step = min(due, deadline, next_clock if publish_clock else due) - t
-            sleep(max(0.0, min(step, max_sleep_s)))
-
+    pace = _Pacer(stats, now=now, sleep=sleep, ok=ok, max_duration_s=max_duration_s,
+                  publish_clock=publish_clock, clock_period_s=clock_period_s,
+                  progress=progress, progress_period_s=progress_period_s,
+                  max_sleep_s=max_sleep_s)
     while True:
         stats.passes += 1
         clock = PlaybackClock(rate, start_ns, now())
         for topic, t_ns, raw in passes():
             due = clock.due_s(t_ns)
-            if not wait_until(clock, due):
+            if not pace.wait_until(clock, due):
                 return stats
             publish(topic, raw)
             stats.published += 1
@@ -162,7 +179,7 @@ def play(passes: Callable[[], Iterator[BagMessage]], *, start_ns: int, rate: flo
         if not loop:
             stats.stopped_by = 'end'
             return stats
-        if not ok() or now() >= deadline:
+        if not ok() or now() >= pace.deadline:
             stats.stopped_by = 'shutdown' if not ok() else 'duration'
             return stats
         if stats.published == 0 and stats.passes > 1:
