@@ -272,6 +272,11 @@ WORLDS: dict[str, World] = {w.name: w for w in (_indoor(), _farm(), _greenhouse(
 
 
 def get_world(world: str) -> World:
+    """The world named ``world``: one of ``WORLDS`` or a seeded procedural world
+    ``procedural/<style>/<seed>`` (:mod:`vln_stack.sim.procgen`)."""
+    if world.startswith('procedural/'):
+        from .procgen import layout
+        return layout(world).world
     if world not in WORLDS:
         raise ValueError(f'unknown world {world!r} (have: {sorted(WORLDS)})')
     return WORLDS[world]
