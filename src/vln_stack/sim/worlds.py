@@ -26,6 +26,7 @@ Sizes follow MuJoCo's half-size convention:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 KINDS = {'box': 3, 'cylinder': 2, 'sphere': 1}     # kind -> number of size values
@@ -271,12 +272,17 @@ def _greenhouse() -> World:
 WORLDS: dict[str, World] = {w.name: w for w in (_indoor(), _farm(), _greenhouse())}
 
 
+# Worlds made from their name on demand: {name prefix: function(name) -> World}. The package
+# vln_stack.sim registers 'procedural/' (seeded worlds of vln_stack.sim.procgen) on import.
+WORLD_MAKERS: dict[str, Callable[[str], World]] = {}
+
+
 def get_world(world: str) -> World:
-    """The world named ``world``: one of ``WORLDS`` or a seeded procedural world
-    ``procedural/<style>/<seed>`` (:mod:`vln_stack.sim.procgen`)."""
-    if world.startswith('procedural/'):
-        from .procgen import layout
-        return layout(world).world
+    """The world named ``world``: one of ``WORLDS`` or one a ``WORLD_MAKERS`` prefix names,
+    e.g. the seeded procedural world ``procedural/indoor/7``."""
+    for prefix, make in WORLD_MAKERS.items():
+        if world.startswith(prefix):
+            return make(world)
     if world not in WORLDS:
         raise ValueError(f'unknown world {world!r} (have: {sorted(WORLDS)})')
     return WORLDS[world]

@@ -137,6 +137,17 @@ def _side(heading: float, target: float) -> str:
     return 'on your left' if d > 0 else 'on your right'
 
 
+def episode_dict(episode_id: str, world: str, instruction: str, pts: list, yaw: float,
+                 length: float, success_radius_m: float, landmarks: list[str]) -> dict:
+    """One episode in the episode-file format: path ``pts`` (m, from the start to the goal),
+    start heading ``yaw`` (rad), path ``length`` (m; sets max_steps at 0.25 m a step, x3)."""
+    return {'id': episode_id, 'world': world, 'instruction': instruction,
+            'start': {'x': pts[0][0], 'y': pts[0][1], 'yaw_deg': round(math.degrees(yaw), 1)},
+            'goal': list(pts[-1]), 'reference_path': [list(p) for p in pts],
+            'success_radius_m': success_radius_m,
+            'max_steps': int(3 * length / 0.25 + 40), 'landmarks': landmarks}
+
+
 def make_episodes(world: str, n: int, seed: int = 0, *, clearance_m: float = 0.45,
                   min_path_m: float = 4.0, success_radius_m: float = 1.0,
                   prefix: str = '') -> list[dict]:
@@ -176,13 +187,8 @@ def make_episodes(world: str, n: int, seed: int = 0, *, clearance_m: float = 0.4
                 'on your left': 'Turn left', 'on your right': 'Turn right'}[_side(yaw, first)]
         instruction = f'{text}, find {names[lm]} and stop next to it.'
         pts = [(round(float(x), 2), round(float(y), 2)) for x, y in pts]
-        episodes.append({
-            'id': f'{prefix or world}_{len(episodes):03d}', 'world': world,
-            'instruction': instruction,
-            'start': {'x': pts[0][0], 'y': pts[0][1], 'yaw_deg': round(math.degrees(yaw), 1)},
-            'goal': list(pts[-1]), 'reference_path': [list(p) for p in pts],
-            'success_radius_m': success_radius_m,
-            'max_steps': int(3 * length / 0.25 + 40), 'landmarks': [lm]})
+        episodes.append(episode_dict(f'{prefix or world}_{len(episodes):03d}', world,
+                                     instruction, pts, yaw, length, success_radius_m, [lm]))
     if len(episodes) < n:
         raise RuntimeError(f'only {len(episodes)} of {n} episodes found in {world} after '
                            f'{tries} tries (clearance {clearance_m} m, min path {min_path_m} m)')
