@@ -105,3 +105,33 @@ def test_controller_owns_move_reports_and_goals_carry_their_action(controller, r
     goal_pub.publish(pose_stamped(ahead, rclpy_node.get_clock().now().to_msg(), 'odom'))
     assert _spin(ex, lambda: node._tracker.goal.action is Action.MOVE_FORWARD, 5.0)
     assert [d['result'] for d in done] == ['refused', 'rejected']
+
+
+def test_a_goal_before_the_first_heartbeat_waits_for_it(controller, rclpy_node):
+    """Start-up race: odometry is there but the decision heartbeat has not reached this node yet.
+    The goal is held (no motion, no abort) and starts when the first heartbeat arrives."""
+    from nav_msgs.msg import Odometry
+    from std_msgs.msg import String
+
+    node, ex = controller
+    done = []
+    rclpy_node.create_subscription(String, 'vln/move_done',
+                                   lambda m: done.append(json.loads(m.data)), 10)
+    move_pub = rclpy_node.create_publisher(String, 'vln/move', 10)
+    odom_pub = rclpy_node.create_publisher(Odometry, 'odom', 20)
+    status_pub = rclpy_node.create_publisher(String, 'vln/status', 10)
+    assert _spin(ex, lambda: move_pub.get_subscription_count() >= 1 and
+                 odom_pub.get_subscription_count() >= 1 and
+                 status_pub.get_subscription_count() >= 1, 10.0)
+    here = Pose2D(0.0, 0.0, 0.0)
+    rclpy_node.create_timer(0.02, lambda: odom_pub.publish(_odom(here)))
+    assert _spin(ex, lambda: node._pose is not None, 5.0)
+    goal = goal_for_action(Action.MOVE_FORWARD, here, MoveSpec())
+    stamp = rclpy_node.get_clock().now().to_msg()
+    move_pub.publish(String(data=Handoff.for_goal(goal, (stamp.sec, stamp.nanosec)).to_json()))
+    assert _spin(ex, lambda: node._early_goal is not None, 5.0)
+    _spin(ex, lambda: False, 0.5)
+    assert node._tracker is None and done == [], 'held, not started and not aborted'
+    rclpy_node.create_timer(0.05, lambda: status_pub.publish(String(data='{}')))
+    assert _spin(ex, lambda: node._tracker is not None, 5.0)
+    assert node._tracker.goal.action is Action.MOVE_FORWARD and done == []

@@ -48,7 +48,7 @@ class ControllerConfig(RobotLimits):
     yaw_tolerance_rad: float = 0.0175
     control_rate_hz: float = 50.0
     odom_timeout_s: float = 0.5
-    odom_wait_s: float = 2.0          # a goal that comes before the first odometry waits this long
+    odom_wait_s: float = 2.0          # a goal before the first odometry or heartbeat waits this long
     decision_timeout_s: float = 1.5   # stop when vln/status is silent this long (0 disables)
     move_timeout_s: float = 0.0       # per-move time limit; 0 = 3 x nominal duration + 3 s
     blocked_abort_s: float = 1.0      # abort a forward move the safety node blocks this long
@@ -124,9 +124,20 @@ class ControllerNode(Node):
     def _on_odom(self, msg: Odometry) -> None:
         self._pose = pose2d_from_odom(msg)   # non-finite: the tracker stops the move, says why
         self.watchdog.heard('odom', s_from_time(self.get_clock().now()))
-        if self._early_goal is not None and self._pose.is_finite():
+        self._start_early_goal()
+
+    def _start_early_goal(self) -> None:
+        """Start a goal that arrived before the first odometry or decision heartbeat, once both
+        have been heard."""
+        if self._early_goal is not None and self._pose is not None and self._pose.is_finite() \
+                and self._heard_status():
             (goal, target, _), self._early_goal = self._early_goal, None
             self._start(goal, target)
+
+    def _heard_status(self) -> bool:
+        """The decision heartbeat has arrived at least once (or is not watched)."""
+        return self.cfg.decision_timeout_s <= 0 or not math.isinf(
+            self.watchdog.age('status', s_from_time(self.get_clock().now())))
 
     def _on_action(self, msg: String) -> None:
         if msg.data.strip() == Action.STOP.value:
@@ -158,6 +169,7 @@ class ControllerNode(Node):
 
     def _on_status(self, _msg: String) -> None:
         self.watchdog.heard('status', s_from_time(self.get_clock().now()))
+        self._start_early_goal()
 
     def _on_move(self, msg: String) -> None:
         """The waypoint node's decision for one action: a goal with its action, or a report."""
@@ -192,7 +204,8 @@ class ControllerNode(Node):
             self._finish('aborted', f'the base is not in navigation mode yet: '
                          f'{self.cfg.mode_service} has not answered')
             return
-        if self._pose is None:   # startup race: the waypoint node heard odometry first
+        if self._pose is None or not self._heard_status():
+            # start-up race: the goal came before this node's first odometry or heartbeat
             self._early_goal = (goal, target, now)
             return
         goal = goal.rebased(self._pose) if goal is not None else \
@@ -234,8 +247,12 @@ class ControllerNode(Node):
         if self._early_goal is not None and \
                 self._age(self._early_goal[2], now) > self.cfg.odom_wait_s:
             self._early_goal = None
-            self._finish('aborted', f'no odometry within {self.cfg.odom_wait_s} s of the goal: is '
-                         'odom remapped to the robot driver\'s odometry topic?')
+            if self._pose is None:
+                self._finish('aborted', f'no odometry within {self.cfg.odom_wait_s} s of the '
+                             'goal: is odom remapped to the robot driver\'s odometry topic?')
+            else:
+                self._finish('aborted', f'no decision heartbeat (vln/status) within '
+                             f'{self.cfg.odom_wait_s} s of the goal: is the decision node up?')
             return
         if tr is None:
             if self._zero_pending > 0:  # a few zero twists after a stop, then stay quiet
