@@ -236,3 +236,26 @@ def test_no_package_data_that_does_not_exist():
                 for name in files:
                     assert (REPO / 'src' / pkg / name).is_file(), name
 
+
+
+def test_bringup_launch_passes_device_and_dtype_to_both_model_nodes(monkeypatch):
+    """bringup.launch.py (the robot path) through the launch stand-ins, as `ros2 launch vln_stack
+    bringup.launch.py robot:=go2 device:=cuda dtype:=bfloat16` would run it."""
+    from launch_standins import Node, run_launch_file
+
+    actions = run_launch_file(REPO / 'launch' / 'bringup.launch.py', REPO, monkeypatch,
+                              robot='go2', device='cuda', dtype='bfloat16',
+                              checkpoint_dir='/data/JanusVLN_Base')
+    assert all(isinstance(a, Node) for a in actions)
+    nodes = {a.kwargs['name']: a.kwargs for a in actions}
+    assert list(nodes) == ['camera_ingest', 'memory_encoder', 'decision', 'waypoint',
+                           'velocity_controller', 'safety']
+    for name in ('memory_encoder', 'decision'):
+        extra = nodes[name]['parameters'][-1]
+        assert (extra['device'], extra['dtype'], extra['checkpoint_dir']) == (
+            'cuda', 'bfloat16', '/data/JanusVLN_Base'), name
+    assert nodes['decision']['parameters'][-1]['policy'] == 'janus'
+    assert nodes['safety']['parameters'][-1] == {}          # janus: the encoder heartbeat watched
+    defaults = run_launch_file(REPO / 'launch' / 'bringup.launch.py', REPO, monkeypatch)
+    enc = next(a.kwargs for a in defaults if a.kwargs['name'] == 'memory_encoder')
+    assert (enc['parameters'][-1]['device'], enc['parameters'][-1]['dtype']) == ('cpu', 'auto')

@@ -29,11 +29,6 @@ class PolicyWorker:
         self._episode = 0          # the newest episode a reset was queued for
         self._ran_episode = 0      # the episode whose reset last ran on the worker
 
-    @property
-    def episode(self) -> int:
-        with self._lock:
-            return self._episode
-
     def reset(self, episode: int, instruction: str) -> Future:
         """Queue the backend's reset for ``episode``; decisions of older episodes queued before
         or after it are skipped. The future holds the reset's exception, if any."""

@@ -67,6 +67,7 @@ class DecisionNode(LifecycleNode):
         self._pending: tuple[Future, int] | None = None    # (future, decision_seq)
         self._resetting: Future | None = None
         self._requested: tuple[float, float] | None = None  # (frame stamp, wall time) to encoder
+        self._old_request: float | None = None   # the last frame asked for by the previous episode
         self._reported = 0                                  # last episode whose result went out
         self._tokens_sub = None
         self.action_pub = self.create_publisher(String, 'vln/action', 10)
@@ -156,8 +157,8 @@ class DecisionNode(LifecycleNode):
             return
         if not self.backend.needs_tokens:
             self._frame = self._camera
-        elif self._resetting is None and self._pending is None:
-            self._request_encoding(self._now())   # at once, not on the next tick
+        else:   # at once: the frame the next decision is taken on (the loop asks once a wait)
+            self._request_encoding(self._now())
 
     def _on_tokens(self, msg: Image) -> None:
         try:
@@ -166,6 +167,8 @@ class DecisionNode(LifecycleNode):
             self.get_logger().warning(f'{exc}: dropped', throttle_duration_sec=2.0)
             return
         stamp = s_from_time(msg.header.stamp)
+        if self._old_request is not None and abs(stamp - self._old_request) < 1e-6:
+            return   # encoded into the previous episode's memory: never decided on in this one
         if self._requested is not None and abs(stamp - self._requested[0]) < 1e-6:
             self.fig.encode_ms = (time.monotonic() - self._requested[1]) * 1000.0
         # Keep the message; it becomes a tensor in the policy worker, only when decided on.
@@ -192,7 +195,8 @@ class DecisionNode(LifecycleNode):
             previous.result, previous.reason = 'preempted', 'a new instruction arrived'
             self._publish_result(previous)
         self.fig.new_episode()
-        self._requested = None
+        self._old_request = self._requested[0] if self._requested is not None else None
+        self._requested, self._frame = None, None   # nothing seen before this episode is used
         # behind any decision still running, on the worker: nothing of the old episode leaks in
         self._resetting = self.worker.reset(self.loop.s.episode, self.loop.s.instruction)
         self.reset_pub.publish(Empty())
@@ -240,8 +244,6 @@ class DecisionNode(LifecycleNode):
             self._pending = None
             self._take(fut, seq)
             return
-        if self.backend.needs_tokens:
-            self._request_encoding(now)
         if self._frame is None:
             return
         stamp, frame = self._frame

@@ -231,9 +231,17 @@ class EncoderNode(LifecycleNode):
             except Exception as exc:  # noqa: BLE001 - the thread must never end silently
                 self._fail(self.encoder, exc)
 
+    def _job_ready(self) -> bool:
+        """Under the lock: something to do now (a frame to encode, or a request to answer)."""
+        if self.cfg.encode_on == 'camera':
+            return self._latest is not None or self._stop.is_set()
+        return any(key in self._frames for key in (r['key'] for r, _ in self._requests)) \
+            or self._stop.is_set()
+
     def _work_once(self) -> None:
         with self._cv:
-            self._cv.wait(timeout=0.05)
+            # wakes at once when a job is ready; the timeout lets an unanswerable request expire
+            self._cv.wait_for(self._job_ready, timeout=0.05)
             job = self._next_job()
             enc = self.encoder
             if self._reset and enc is not None:
@@ -255,7 +263,7 @@ class EncoderNode(LifecycleNode):
         self._error = describe_model_error(
             exc, what='the memory encoder', device=self.cfg.device,
             todo='the robot is held (no encoder heartbeat); fix the cause, then reconfigure '
-                 'the node (ros2 lifecycle set memory_encoder cleanup, then configure and '
+                 'the node (ros2 lifecycle set memory_encoder deactivate, cleanup, configure, '
                  'activate) and give the instruction again')
         self.get_logger().error(self._error)
         try:
